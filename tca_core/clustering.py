@@ -1,0 +1,139 @@
+"""Window token clustering, TCA's temporal assignment, and reconstruction (TCA.md).
+
+All functions work on window-partitioned tokens `x` of shape (B, nW, N, C): B frames, nW windows per
+frame, N = w*w tokens per window. Clusters have shape (B, nW, M, C) with M = h'*h'. The arithmetic runs
+in float32 whatever the model's dtype, so half precision only affects the transformer blocks.
+Distances are per-channel mean squared differences, so `temperature` does not depend on the width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+_MASKED = -1e9  # finite stand-in for -inf: rows with nothing allowed stay NaN-free
+
+
+@dataclass
+class WindowGeometry:
+    """Which tokens and centers of each window exist and which centers a token may join."""
+
+    window: int
+    grid: int
+    neighbors: torch.Tensor  # (N, M) bool: center within `radius` cells of the token's cell
+    token_valid: torch.Tensor  # (nW, N) bool: False for padding
+    center_valid: torch.Tensor  # (nW, M) bool: the center's pooling cell holds a real token
+
+    @property
+    def allowed(self) -> torch.Tensor:
+        """(nW, N, M) bool: token i may be assigned to center j."""
+        return self.neighbors[None] & self.center_valid[:, None, :] & self.token_valid[:, :, None]
+
+
+def window_geometry(token_valid: torch.Tensor, grid: int, radius: int) -> WindowGeometry:
+    """Geometry for windows whose valid tokens are `token_valid` (nW, w, w)."""
+    window = token_valid.shape[-1]
+    device = token_valid.device
+    cell = torch.arange(window, device=device) * grid // window  # adaptive-pool cell of each row/col
+    token_row = cell[:, None].expand(window, window).reshape(-1)
+    token_col = cell[None, :].expand(window, window).reshape(-1)
+    center = torch.arange(grid, device=device)
+    center_row = center[:, None].expand(grid, grid).reshape(-1)
+    center_col = center[None, :].expand(grid, grid).reshape(-1)
+    neighbors = ((token_row[:, None] - center_row[None]).abs() <= radius) & (
+        (token_col[:, None] - center_col[None]).abs() <= radius
+    )
+    occupancy = F.adaptive_avg_pool2d(token_valid[:, None].float(), grid)
+    return WindowGeometry(
+        window=window,
+        grid=grid,
+        neighbors=neighbors,
+        token_valid=token_valid.flatten(1),
+        center_valid=occupancy.flatten(1) > 0,
+    )
+
+
+def initial_centers(x: torch.Tensor, geometry: WindowGeometry) -> torch.Tensor:
+    """Masked adaptive average pooling of each window's tokens onto the h' x h' grid."""
+    batch, num_windows, _, channels = x.shape
+    w, g = geometry.window, geometry.grid
+    valid = geometry.token_valid.to(x.dtype)[None, :, :, None]
+    grid_x = (x * valid).reshape(batch * num_windows, w, w, channels).permute(0, 3, 1, 2)
+    pooled = F.adaptive_avg_pool2d(grid_x, g)
+    occupancy = F.adaptive_avg_pool2d(geometry.token_valid.to(x.dtype).reshape(num_windows, 1, w, w), g)
+    pooled = pooled.reshape(batch, num_windows, channels, g * g).transpose(2, 3)
+    return pooled / occupancy.reshape(1, num_windows, g * g, 1).clamp_min(1e-6)
+
+
+def squared_distance(x: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """(B, nW, N, M) per-channel mean squared distance, as matmuls (counted by the FLOP counter)."""
+    cross = torch.einsum("bwnc,bwmc->bwnm", x, centers)
+    x_sq = (x * x).sum(-1, keepdim=True)
+    c_sq = (centers * centers).sum(-1)[:, :, None, :]
+    return (x_sq + c_sq - 2 * cross).clamp_min(0) / x.shape[-1]
+
+
+def soft_assignment(x: torch.Tensor, centers: torch.Tensor, geometry: WindowGeometry, temperature: float):
+    """Affinities (B, nW, N, M): softmax over the allowed centers of -distance * temperature."""
+    logits = -temperature * squared_distance(x, centers)
+    logits = logits.masked_fill(~geometry.allowed[None], _MASKED)
+    return logits.softmax(-1) * geometry.token_valid[None, :, :, None]
+
+
+def update_centers(affinity: torch.Tensor, x: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """Affinity-weighted means of the tokens; centers nobody joined keep `fallback`."""
+    weight = affinity.sum(2)[..., None]  # (B, nW, M, 1)
+    means = torch.einsum("bwnm,bwnc->bwmc", affinity, x) / weight.clamp_min(1e-6)
+    return torch.where(weight > 1e-6, means, fallback)
+
+
+def per_frame_clustering(x: torch.Tensor, geometry: WindowGeometry, iters: int, temperature: float):
+    """Local soft k-means of every frame independently. Returns (centers, affinity)."""
+    centers = initial_centers(x, geometry)
+    for _ in range(iters):
+        affinity = soft_assignment(x, centers, geometry, temperature)
+        centers = update_centers(affinity, x, centers)
+    return centers, affinity
+
+
+def temporal_cosine(x: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """rho (B, nW, N): cosine of each token with the same token of the previous frame."""
+    return F.cosine_similarity(x, previous, dim=-1, eps=1e-6)
+
+
+def temporal_clustering(
+    x: torch.Tensor,
+    previous_affinity: torch.Tensor,
+    stable: torch.Tensor,
+    geometry: WindowGeometry,
+    iters: int,
+    temperature: float,
+):
+    """TCA for one frame: `stable` tokens (B, nW, N) keep their previous soft assignment.
+
+    Centers start as the pooled current tokens under the kept assignment (grid pooling where a
+    center kept no token); only the changed tokens are compared with the centers and reassigned.
+    Returns (centers, affinity).
+    """
+    keep = stable[..., None]
+    kept = previous_affinity * keep
+    centers = update_centers(kept, x, initial_centers(x, geometry))
+    for _ in range(iters):
+        fresh = soft_assignment(x, centers, geometry, temperature)
+        affinity = torch.where(keep, previous_affinity, fresh)
+        centers = update_centers(affinity, x, centers)
+    return centers, affinity
+
+
+def reconstruction_weights(
+    x: torch.Tensor, centers: torch.Tensor, geometry: WindowGeometry, temperature: float, topk: int
+) -> torch.Tensor:
+    """Dense (B, nW, N, M) weights: each token's top-k allowed clusters, normalised, others zero."""
+    logits = -temperature * squared_distance(x, centers)
+    logits = logits.masked_fill(~geometry.allowed[None], _MASKED)
+    k = min(topk, logits.shape[-1])
+    top_logits, top_index = logits.topk(k, dim=-1)
+    weights = torch.zeros_like(logits).scatter_(-1, top_index, top_logits.softmax(-1))
+    return weights * geometry.token_valid[None, :, :, None]

@@ -1,0 +1,251 @@
+"""A Swin backbone forward pass with window token clustering and TCA (TCA.md).
+
+`AcceleratedSwinBackbone` wraps a `transformers` `SwinBackbone` and reuses its modules (embeddings,
+blocks, patch merging, output norms). With method "none" it runs them exactly as the original does.
+Otherwise, at block `alpha` of the chosen stage, each w x w window is clustered into h' x h' tokens,
+the remaining blocks of the stage run on the clustered grid with window h' (shift h'//2, resized
+relative position bias, padding-only clusters masked out as keys), and the stage output is
+reconstructed to full resolution. Only the clustering step of TCA loops over frames; everything
+else runs on the whole batch.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_outputs import BackboneOutput
+from transformers.models.swin.modeling_swin import window_partition, window_reverse
+
+from . import clustering
+from .config import AccelerationConfig
+from .memory import ClusterMemory
+
+_MASKED = -100.0  # the value Swin itself adds to attention logits between disallowed pairs
+
+
+@dataclass
+class FrameStream:
+    """Consecutive rows of a batch that are consecutive frames of one video."""
+
+    memory: ClusterMemory
+    frame_indices: list[int]
+
+
+@dataclass
+class FrameStats:
+    """What the clustering step did on one frame."""
+
+    reset: str | None  # why per-frame clustering ran instead of TCA ("start", "gap", ...), or None
+    reassigned: float  # fraction of real tokens (re)assigned from scratch this frame
+    token_ratio: float  # clustered tokens / original tokens in the clustered blocks
+
+
+class AcceleratedSwinBackbone(nn.Module):
+    """Drop-in replacement for a `SwinBackbone` (same inputs and `feature_maps`)."""
+
+    def __init__(self, backbone: nn.Module, acceleration: AccelerationConfig):
+        super().__init__()
+        self.backbone = backbone
+        self.channels = backbone.channels
+        self.window = backbone.config.window_size
+        self.depths = list(backbone.config.depths)
+        self.acceleration = acceleration
+        self.streams: list[FrameStream] | None = None
+        self.last_stats: list[FrameStats] = []
+
+    @property
+    def acceleration(self) -> AccelerationConfig:
+        return self._acceleration
+
+    @acceleration.setter
+    def acceleration(self, config: AccelerationConfig):
+        self._acceleration = config.resolved(self.window, self.depths) if config.accelerated else config
+
+    @contextmanager
+    def streaming(self, streams: list[FrameStream]):
+        """Within this context, batch rows are the frames of `streams`, in order (TCA needs this)."""
+        self.streams = streams
+        try:
+            yield
+        finally:
+            self.streams = None
+
+    def forward(self, pixel_values: torch.Tensor, **kwargs) -> BackboneOutput:
+        swin = self.backbone.swin
+        names, wanted = self.backbone.stage_names, set(self.backbone.out_features)
+        hidden, dims = swin.embeddings(pixel_values)
+        maps = [self._feature_map("stem", hidden, dims)] if "stem" in wanted else []
+        self.last_stats = []
+        for index, stage in enumerate(swin.encoder.layers):
+            if self.acceleration.accelerated and index == self.acceleration.stage - 1:
+                hidden = self._clustered_stage(stage, hidden, dims)
+            else:
+                for block in stage.blocks:
+                    hidden = block(hidden, dims, always_partition=True)[0]
+            if names[index + 1] in wanted:
+                maps.append(self._feature_map(names[index + 1], hidden, dims))
+            if stage.downsample is not None:
+                hidden = stage.downsample(hidden, dims)
+                dims = ((dims[0] + 1) // 2, (dims[1] + 1) // 2)
+        return BackboneOutput(feature_maps=tuple(maps))
+
+    def _feature_map(self, name: str, hidden: torch.Tensor, dims: tuple[int, int]) -> torch.Tensor:
+        batch, _, channels = hidden.shape
+        hidden = self.backbone.hidden_states_norms[name](hidden)
+        return hidden.view(batch, *dims, channels).permute(0, 3, 1, 2).contiguous()
+
+    # --- the clustered stage -------------------------------------------------------------------
+
+    def _clustered_stage(self, stage: nn.Module, hidden: torch.Tensor, dims: tuple[int, int]) -> torch.Tensor:
+        cfg, w = self.acceleration, self.window
+        for block in stage.blocks[: cfg.alpha]:
+            hidden = block(hidden, dims, always_partition=True)[0]
+
+        batch, _, channels = hidden.shape
+        height, width = dims
+        pad_h, pad_w = -height % w, -width % w
+        padded_h, padded_w = height + pad_h, width + pad_w
+        grid_x = F.pad(hidden.view(batch, height, width, channels), (0, 0, 0, pad_w, 0, pad_h))
+        windows = window_partition(grid_x, w).view(batch, -1, w * w, channels)
+        valid = torch.ones(height, width, dtype=torch.bool, device=hidden.device)
+        valid = F.pad(valid, (0, pad_w, 0, pad_h))
+        geometry = clustering.window_geometry(window_partition(valid[None, :, :, None], w)[..., 0], cfg.grid, cfg.radius)
+
+        tokens = windows.float()
+        signature = (height, width, channels, w, cfg.grid, cfg.radius)
+        centers, _ = self._cluster(tokens, geometry, signature)
+        weights = clustering.reconstruction_weights(tokens, centers, geometry, cfg.temperature, cfg.topk)
+
+        g = cfg.grid
+        grid_h, grid_w = padded_h // w * g, padded_w // w * g
+        clustered = window_reverse(centers.to(hidden.dtype).reshape(-1, g, g, channels), g, grid_h, grid_w)
+        center_valid = window_reverse(geometry.center_valid.reshape(-1, g, g, 1), g, grid_h, grid_w)[0, ..., 0]
+        clustered = clustered.reshape(batch, grid_h * grid_w, channels)
+        for offset, block in enumerate(stage.blocks[cfg.alpha :]):
+            shifted = (cfg.alpha + offset) % 2 == 1  # Swin shifts every second block
+            clustered = self._clustered_block(block, clustered, (grid_h, grid_w), center_valid, shifted)
+
+        out_centers = window_partition(clustered.view(batch, grid_h, grid_w, channels), g)
+        out_centers = out_centers.view(batch, -1, g * g, channels)
+        restored = weights.to(hidden.dtype) @ out_centers  # (B, nW, N, C)
+        restored = window_reverse(restored.reshape(-1, w, w, channels), w, padded_h, padded_w)
+        return restored[:, :height, :width].reshape(batch, height * width, channels)
+
+    def _cluster(self, tokens: torch.Tensor, geometry: clustering.WindowGeometry, signature: tuple):
+        """Centers (B, nW, M, C) for every frame of the batch; records per-frame stats."""
+        cfg = self.acceleration
+        ratio = geometry.neighbors.shape[1] / geometry.neighbors.shape[0]  # M / N tokens per window
+        if cfg.method == "clustering":
+            centers, affinity = clustering.per_frame_clustering(tokens, geometry, cfg.iters, cfg.temperature)
+            self.last_stats = [FrameStats("per_frame", 1.0, ratio) for _ in range(tokens.shape[0])]
+            return centers, affinity
+
+        streams = self.streams or [FrameStream(ClusterMemory(), list(range(tokens.shape[0])))]
+        if sum(len(s.frame_indices) for s in streams) != tokens.shape[0]:
+            raise ValueError("the frame streams do not cover the batch")
+        centers, affinities, row = [], [], 0
+        for stream in streams:
+            for frame_index in stream.frame_indices:
+                frame = tokens[row : row + 1]
+                center, affinity, stats = self._temporal_step(frame, stream.memory, frame_index, geometry, signature)
+                stats.token_ratio = ratio
+                centers.append(center)
+                affinities.append(affinity)
+                self.last_stats.append(stats)
+                row += 1
+        return torch.cat(centers), torch.cat(affinities)
+
+    def _temporal_step(self, frame, memory: ClusterMemory, frame_index: int, geometry, signature):
+        """TCA for one frame (1, nW, N, C) of a video, continuing and then updating its memory."""
+        cfg = self.acceleration
+        valid = geometry.token_valid[None]
+        reason = memory.reset_reason(frame_index, signature)
+        if reason is None:
+            rho = clustering.temporal_cosine(frame, memory.tokens[None])
+            if rho[valid].mean().item() < cfg.cut_threshold:
+                reason = "scene_cut"
+        if reason is None:
+            stable = (rho >= cfg.tau) & valid
+            center, affinity = clustering.temporal_clustering(
+                frame, memory.affinity[None], stable, geometry, cfg.tca_iters, cfg.temperature
+            )
+            reassigned = 1.0 - stable.sum().item() / valid.sum().item()
+        else:
+            center, affinity = clustering.per_frame_clustering(frame, geometry, cfg.iters, cfg.temperature)
+            reassigned = 1.0
+        memory.update(frame[0], affinity[0], frame_index, signature)
+        return center, affinity, FrameStats(reason, reassigned, 0.0)
+
+    def _clustered_block(self, block, hidden, dims, center_valid, shifted: bool) -> torch.Tensor:
+        """One Swin block on the clustered grid: window h', shift h'//2, resized position bias."""
+        g = self.acceleration.grid
+        shift = g // 2 if shifted else 0
+        batch, _, channels = hidden.shape
+        height, width = dims
+
+        shortcut = hidden
+        x = block.layernorm_before(hidden).view(batch, height, width, channels)
+        if shift:
+            x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
+        windows = window_partition(x, g).view(batch, -1, g * g, channels)
+        mask = _window_mask(center_valid, g, shift, x.dtype)  # (nW, M, M)
+        attended = _window_attention(block.attention, windows, mask, self._resized_bias(block, x.dtype))
+        x = window_reverse(attended.reshape(-1, g, g, channels), g, height, width)
+        if shift:
+            x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
+        hidden = shortcut + block.drop_path(block.dropout(x.reshape(batch, height * width, channels)))
+        return hidden + block.dropout(block.mlp(block.layernorm_after(hidden)))
+
+    def _resized_bias(self, block, dtype) -> torch.Tensor:
+        """(heads, M, M) relative position bias for window h', bilinearly resized from the w table."""
+        w, g = self.window, self.acceleration.grid
+        table = block.attention.relative_position_bias.relative_position_bias_table  # ((2w-1)^2, heads)
+        heads = table.shape[-1]
+        table = table.T.reshape(1, heads, 2 * w - 1, 2 * w - 1)
+        if g != w:
+            table = F.interpolate(table.float(), size=(2 * g - 1, 2 * g - 1), mode="bilinear", align_corners=True)
+        table = table.reshape(heads, -1).to(dtype)
+        return table[:, _relative_position_index(g, table.device)]
+
+
+def _relative_position_index(size: int, device) -> torch.Tensor:
+    """(M, M) index into a flattened (2*size-1)^2 relative-offset table, as Swin defines it."""
+    coords = torch.stack(torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")).flatten(1)
+    offset = coords[:, :, None] - coords[:, None, :] + size - 1  # (2, M, M)
+    return (offset[0] * (2 * size - 1) + offset[1]).to(device)
+
+
+def _window_mask(center_valid: torch.Tensor, window: int, shift: int, dtype) -> torch.Tensor:
+    """Additive (nW, M, M) mask: shifted-window regions (as in Swin) and padding-only keys."""
+    height, width = center_valid.shape
+    valid = torch.roll(center_valid, shifts=(-shift, -shift), dims=(0, 1)) if shift else center_valid
+    keys_ok = window_partition(valid[None, :, :, None], window).flatten(1)  # (nW, M)
+    allowed = keys_ok[:, None, :].expand(-1, window * window, -1)
+    if shift:
+        rows = torch.arange(height, device=valid.device)
+        cols = torch.arange(width, device=valid.device)
+        row_region = (rows >= height - window).long() + (rows >= height - shift).long()
+        col_region = (cols >= width - window).long() + (cols >= width - shift).long()
+        region = (row_region[:, None] * 3 + col_region[None, :])[None, :, :, None]
+        region = window_partition(region, window).flatten(1)  # (nW, M)
+        allowed = allowed & (region[:, None, :] == region[:, :, None])
+    zero = torch.zeros((), dtype=dtype, device=valid.device)
+    return torch.where(allowed, zero, torch.tensor(_MASKED, dtype=dtype, device=valid.device))
+
+
+def _window_attention(attention, windows: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Swin window attention with the block's own projections: windows (B, nW, M, C) -> same shape."""
+    batch, num_windows, length, channels = windows.shape
+    heads, head_dim = attention.num_attention_heads, attention.head_dim
+
+    def split(projection):
+        return projection(windows).view(batch, num_windows, length, heads, head_dim).transpose(2, 3)
+
+    query, key, value = split(attention.q_proj), split(attention.k_proj), split(attention.v_proj)
+    attn_mask = bias[None] + mask[:, None]  # (nW, heads, M, M), broadcast over the batch
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask, scale=attention.scaling)
+    return attention.o_proj(out.transpose(2, 3).reshape(batch, num_windows, length, channels))
