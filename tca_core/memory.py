@@ -47,13 +47,12 @@ class ClusterMemory:
 class TrackState:
     """Online instance tracking: one slot per decoder query, kept in matched order across frames.
 
-    embeddings: (Q, D) last frame's query embeddings in slot order; ids: (Q,) the instance id each
-    slot carries (-1 none yet); labels: (Q,) the class each slot was last detected as (-1 none).
+    embeddings: (Q, D) last frame's normalised query embeddings in slot order; ids: (Q,) the
+    instance id each slot carries (-1 none yet).
     """
 
     embeddings: torch.Tensor | None = None
     ids: torch.Tensor | None = None
-    labels: torch.Tensor | None = None
     next_id: int = 1
 
 
@@ -69,7 +68,7 @@ class VideoMemory:
         tensors = {}
         for prefix, state, names in (
             ("cluster.", self.cluster, ("tokens", "affinity")),
-            ("tracks.", self.tracks, ("embeddings", "ids", "labels")),
+            ("tracks.", self.tracks, ("embeddings", "ids")),
         ):
             for name in names:
                 value = getattr(state, name)
@@ -97,7 +96,6 @@ class VideoMemory:
         tracks = TrackState(
             embeddings=get("tracks.embeddings"),
             ids=get("tracks.ids"),
-            labels=get("tracks.labels"),
             next_id=int(metadata["next_id"]),
         )
         return cls(cluster=cluster, tracks=tracks)

@@ -1,0 +1,210 @@
+"""`VideoSegmenter`: a Swin Mask2Former with TCA that keeps a memory per video.
+
+It takes clips (consecutive frames of a video), runs the whole batch through the network at once
+(only TCA's clustering step loops over frames), and returns per-frame results: tracked instances
+(video instance segmentation) or a label map (semantic segmentation).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import AccelerationConfig
+from .memory import MemoryBank, VideoMemory
+from .model import accelerate, load_model
+from .swin import FrameStats, FrameStream
+from .tracking import track_frame
+
+TASKS = ("instance", "semantic")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Clip:
+    """`frames` (T, H, W, 3) uint8 RGB are frames start .. start+T-1 of video `video_id`."""
+
+    video_id: str
+    start: int
+    frames: np.ndarray
+
+    def __post_init__(self):
+        frames = self.frames
+        if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+            shape = getattr(frames, "shape", type(frames).__name__)
+            raise ValueError(f"clip of video {self.video_id!r}: frames must be (T>0, H, W, 3), got {shape}")
+        if frames.dtype != np.uint8:
+            raise ValueError(f"clip of video {self.video_id!r}: frames must be uint8, got {frames.dtype}")
+        if self.start < 0:
+            raise ValueError(f"clip of video {self.video_id!r}: start must be >= 0, got {self.start}")
+
+
+@dataclass
+class Instance:
+    id: int  # stable across the frames of a video
+    category_id: int
+    category: str
+    score: float
+    mask: np.ndarray  # (H, W) bool at the frame's size
+
+
+@dataclass
+class FrameResult:
+    video_id: str
+    frame_index: int
+    height: int
+    width: int
+    instances: list[Instance] = field(default_factory=list)  # task "instance"
+    label_map: np.ndarray | None = None  # task "semantic": (H, W) category ids
+    stats: FrameStats | None = None  # what the clustering step did (accelerated methods)
+
+
+class VideoSegmenter:
+    """Owns the model and one memory per video id (cluster memory and instance tracks)."""
+
+    def __init__(
+        self,
+        model,
+        acceleration: AccelerationConfig = AccelerationConfig(),
+        task: str = "instance",
+        score_threshold: float = 0.5,
+        short_side: int | None = None,
+        max_videos: int = 64,
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
+    ):
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        self.model = model.eval()
+        self.backbone = accelerate(model, acceleration)
+        self.task = task
+        self.score_threshold = score_threshold
+        self.short_side = short_side
+        self.memories = MemoryBank(max_videos)
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.mean = torch.tensor(image_mean, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(image_std, device=self.device).view(1, 3, 1, 1)
+        self.labels = {int(k): v for k, v in model.config.id2label.items()}
+
+    @classmethod
+    def from_pretrained(cls, source, device="cpu", dtype=torch.float32, **kwargs) -> "VideoSegmenter":
+        """Load a checkpoint (local directory or hub id); normalisation comes from its preprocessor config."""
+        preprocessor = Path(source) / "preprocessor_config.json"
+        if preprocessor.is_file():
+            stats = json.loads(preprocessor.read_text())
+            kwargs.setdefault("image_mean", stats.get("image_mean", IMAGENET_MEAN))
+            kwargs.setdefault("image_std", stats.get("image_std", IMAGENET_STD))
+        return cls(load_model(source, device, dtype), **kwargs)
+
+    @property
+    def acceleration(self) -> AccelerationConfig:
+        return self.backbone.acceleration
+
+    @acceleration.setter
+    def acceleration(self, config: AccelerationConfig):
+        self.backbone.acceleration = config
+
+    # --- memory -------------------------------------------------------------------------------
+
+    def export_memory(self, video_id: str) -> bytes:
+        """The video's memory as bytes (safetensors), to continue it elsewhere with `import_memory`."""
+        return self.memories.get(video_id).to_bytes()
+
+    def import_memory(self, video_id: str, data: bytes):
+        self.memories.put(video_id, VideoMemory.from_bytes(data, device=self.device))
+
+    def drop(self, video_id: str):
+        """Forget a video (its last clip is done)."""
+        self.memories.drop(video_id)
+
+    # --- inference ----------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def process(self, clips: list[Clip]) -> list[list[FrameResult]]:
+        """Segment clips of one or several videos; returns the frames' results per clip, in order."""
+        ids = [clip.video_id for clip in clips]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"a call may hold one clip per video, got video ids {ids}")
+        results: list[list[FrameResult] | None] = [None] * len(clips)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, clip in enumerate(clips):
+            by_size.setdefault(clip.frames.shape[1:3], []).append(i)
+        for indices in by_size.values():
+            group = [clips[i] for i in indices]
+            for i, frames in zip(indices, self._process_same_size(group)):
+                results[i] = frames
+        return results
+
+    def _process_same_size(self, clips: list[Clip]) -> list[list[FrameResult]]:
+        memories = [self.memories.get(clip.video_id) for clip in clips]
+        streams = [
+            FrameStream(memory.cluster, list(range(clip.start, clip.start + len(clip.frames))))
+            for clip, memory in zip(clips, memories)
+        ]
+        pixels = self._preprocess(np.concatenate([clip.frames for clip in clips]))
+        with self.backbone.streaming(streams):
+            outputs = self.model(pixel_values=pixels)
+        stats = self.backbone.last_stats or [None] * len(pixels)
+
+        height, width = clips[0].frames.shape[1:3]
+        results, row = [], 0
+        for clip, memory, stream in zip(clips, memories, streams):
+            frames = []
+            for frame_index in stream.frame_indices:
+                result = FrameResult(clip.video_id, frame_index, height, width, stats=stats[row])
+                class_logits = outputs.class_queries_logits[row].float()
+                mask_logits = outputs.masks_queries_logits[row].float()
+                if self.task == "semantic":
+                    result.label_map = self._label_map(class_logits, mask_logits, (height, width))
+                else:
+                    embeddings = outputs.transformer_decoder_last_hidden_state[row]
+                    result.instances = self._instances(memory, class_logits, mask_logits, embeddings, (height, width))
+                frames.append(result)
+                row += 1
+            results.append(frames)
+        return results
+
+    def _preprocess(self, frames: np.ndarray) -> torch.Tensor:
+        pixels = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        if self.short_side is not None:
+            scale = self.short_side / min(pixels.shape[-2:])
+            size = (max(1, round(pixels.shape[-2] * scale)), max(1, round(pixels.shape[-1] * scale)))
+            pixels = F.interpolate(pixels, size=size, mode="bilinear", antialias=scale < 1, align_corners=False)
+        return ((pixels - self.mean) / self.std).to(self.dtype)
+
+    def _label_map(self, class_logits, mask_logits, size) -> np.ndarray:
+        """Mask2Former semantic inference: sum over queries of class probability x mask probability."""
+        class_probs = class_logits.softmax(-1)[:, :-1]  # drop "no object"
+        scores = torch.einsum("qk,qhw->khw", class_probs, mask_logits.sigmoid())
+        scores = F.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
+        return scores.argmax(0).to(torch.int32).cpu().numpy()
+
+    def _instances(self, memory: VideoMemory, class_logits, mask_logits, embeddings, size) -> list[Instance]:
+        """Mask2Former instance scores (class x mask quality), then tracked ids from the query slots."""
+        class_scores, labels = class_logits.softmax(-1)[:, :-1].max(-1)
+        probs = mask_logits.sigmoid()
+        binary = probs > 0.5
+        mask_quality = (probs * binary).flatten(1).sum(1) / binary.flatten(1).sum(1).clamp_min(1)
+        scores = class_scores * mask_quality
+        detected = (scores >= self.score_threshold) & binary.flatten(1).any(1)
+        order, ids = track_frame(memory.tracks, embeddings, detected)
+        slots = [k for k in range(len(order)) if detected[order[k]]]
+        if not slots:
+            return []
+        queries = order[slots]
+        masks = F.interpolate(mask_logits[queries][None], size=size, mode="bilinear", align_corners=False)[0] > 0
+        masks = masks.cpu().numpy()
+        instances = []
+        for n, (slot, query) in enumerate(zip(slots, queries.tolist())):
+            label = int(labels[query])
+            instances.append(
+                Instance(int(ids[slot]), label, self.labels.get(label, str(label)), float(scores[query]), masks[n])
+            )
+        return instances
