@@ -1,0 +1,35 @@
+import copy
+
+import pytest
+
+from tca_core.model import build_model, swin_mask2former_config
+
+# A small Swin Mask2Former with the proportions TCA targets: a deep third stage, window 7.
+SMALL_SWIN = dict(embed_dim=32, depths=[1, 1, 4, 1], num_heads=[1, 2, 4, 8], window_size=7)
+SMALL_HEAD = dict(
+    num_queries=12,
+    decoder_layers=3,
+    encoder_layers=1,
+    hidden_dim=64,
+    feature_size=64,
+    mask_feature_size=64,
+    dim_feedforward=128,
+    encoder_feedforward_dim=128,
+)
+
+
+@pytest.fixture(scope="session")
+def small_config():
+    return swin_mask2former_config(SMALL_SWIN, id2label={0: "disc", 1: "square"}, **SMALL_HEAD)
+
+
+@pytest.fixture
+def small_model(small_config):
+    """A fresh random-weight model (tests may modify it)."""
+    return build_model(small_config, seed=0)
+
+
+@pytest.fixture
+def reference_model(small_model):
+    """An untouched copy of `small_model`, as `transformers` runs it."""
+    return copy.deepcopy(small_model)
