@@ -33,3 +33,12 @@ def small_model(small_config):
 def reference_model(small_model):
     """An untouched copy of `small_model`, as `transformers` runs it."""
     return copy.deepcopy(small_model)
+
+
+@pytest.fixture(scope="session")
+def disc_model(small_config):
+    """`small_config` trained for a few hundred steps to find the disc of `moving_disc_clip`."""
+    from helpers import train_disc_detector
+
+    config = small_config.__class__.from_dict({**small_config.to_dict(), "train_num_points": 1024})
+    return train_disc_detector(build_model(config, seed=0))
