@@ -1,0 +1,126 @@
+"""Backbone cost of `none`, `clustering` and `tca` on real-size Swin Mask2Former configs.
+
+For each preset (random weights: cost does not depend on trained weights) it counts backbone GFLOPs
+per frame with torch.utils.flop_counter (clustering and reconstruction included) and times the
+backbone on clips of a slowly moving scene, the methods interleaved round by round so that they share
+the machine's state; speedups are medians of the per-round ratios to `none`.
+
+    python benchmarks/backbone_cost.py --presets tiny large --size 480 640 --out out/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from tca_core.config import AccelerationConfig
+from tca_core.flops import flops_by_module
+from tca_core.memory import ClusterMemory
+from tca_core.model import accelerate, build_model, swin_mask2former_config
+from tca_core.swin import FrameStream
+
+METHODS = ("none", "clustering", "tca")
+
+
+def drifting_scene(num_frames: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """(T, 3, H, W) normalised frames of a smooth texture panning 4 pixels per frame."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(1, 3, height // 16 + 1, (width + 4 * num_frames) // 16 + 1, generator=generator)
+    scene = F.interpolate(coarse, scale_factor=16, mode="bicubic", align_corners=False)[0]
+    return torch.stack([scene[:, :height, 4 * t : 4 * t + width] for t in range(num_frames)])
+
+
+def measure(preset: str, size: tuple[int, int], clip_frames: int, rounds: int) -> list[dict]:
+    backbone = accelerate(build_model(swin_mask2former_config(preset)), AccelerationConfig())
+    clip = drifting_scene(clip_frames * (rounds + 1), *size)
+    configs = {method: AccelerationConfig(method=method) for method in METHODS}
+    memory = ClusterMemory()
+
+    def run(method: str, round_index: int):
+        backbone.acceleration = configs[method]
+        start = round_index * clip_frames
+        frames = clip[start : start + clip_frames]
+        with backbone.streaming([FrameStream(memory, list(range(start, start + clip_frames)))]):
+            backbone(frames)
+        return backbone.last_stats
+
+    rows = []
+    with torch.inference_mode():
+        for method in METHODS:
+            flops = flops_by_module(run, method, 0)["Global"] / clip_frames
+            rows.append(dict(preset=preset, method=method, setting=backbone.acceleration.to_dict(), gflops=flops / 1e9))
+        seconds = {method: [] for method in METHODS}
+        reassigned = []
+        run("none", 0)  # warm-up
+        for round_index in range(1, rounds + 1):
+            for method in METHODS:
+                begin = time.perf_counter()
+                stats = run(method, round_index)
+                seconds[method].append(time.perf_counter() - begin)
+                if method == "tca":
+                    reassigned += [s.reassigned for s in stats if s.reset is None]
+    for row in rows:
+        method = row["method"]
+        row["frames_per_s"] = clip_frames / statistics.median(seconds[method])
+        row["speedup"] = statistics.median(n / m for n, m in zip(seconds["none"], seconds[method]))
+        row["gflops_ratio"] = row["gflops"] / rows[0]["gflops"]
+        if method == "tca":
+            row["tca_reassigned_fraction"] = statistics.mean(reassigned) if reassigned else None
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = [
+        "| config | method | alpha | h' | backbone GFLOPs/frame | GFLOPs vs none | frames/s | speedup vs none |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        setting = row["setting"]
+        accelerated = row["method"] != "none"
+        lines.append(
+            f"| Swin-{row['preset'][0].upper()} | {row['method']} | {setting['alpha'] if accelerated else '-'} "
+            f"| {setting['grid'] if accelerated else '-'} | {row['gflops']:.1f} | {row['gflops_ratio']:.2f} "
+            f"| {row['frames_per_s']:.2f} | {row['speedup']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["tiny", "large"])
+    parser.add_argument("--size", nargs=2, type=int, default=[480, 640], metavar=("H", "W"))
+    parser.add_argument("--clip-frames", type=int, default=2, help="frames per backbone call")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds, methods interleaved")
+    parser.add_argument("--out", type=Path, default=Path("out/bench"))
+    args = parser.parse_args(argv)
+
+    rows = []
+    for preset in args.presets:
+        print(f"measuring Swin-{preset} Mask2Former backbone at {args.size[0]}x{args.size[1]} ...", flush=True)
+        rows += measure(preset, tuple(args.size), args.clip_frames, args.rounds)
+    report = dict(
+        date=date.today().isoformat(),
+        machine=f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        size=args.size,
+        rows=rows,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "backbone_cost.json").write_text(json.dumps(report, indent=2))
+    table = markdown_table(rows)
+    (args.out / "backbone_cost.md").write_text(table + "\n")
+    print(table)
+    for row in rows:
+        if row.get("tca_reassigned_fraction") is not None:
+            print(f"Swin-{row['preset']}: TCA reassigned {row['tca_reassigned_fraction']:.1%} of tokens per frame")
+
+
+if __name__ == "__main__":
+    main()
