@@ -98,7 +98,7 @@ def main(argv=None):
     parser.add_argument("--presets", nargs="+", default=["tiny", "large"])
     parser.add_argument("--size", nargs=2, type=int, default=[480, 640], metavar=("H", "W"))
     parser.add_argument("--clip-frames", type=int, default=2, help="frames per backbone call")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds, methods interleaved")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds, methods interleaved")
     parser.add_argument("--out", type=Path, default=Path("out/bench"))
     args = parser.parse_args(argv)
 
