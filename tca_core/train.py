@@ -1,0 +1,146 @@
+"""Train the embedded model: a small Swin Mask2Former on generated videos (tca_core.synthetic).
+
+    python -m tca_core.train --out runs/embedded            # about 65 minutes on 2 CPU cores
+    python -m tca_core.train --out runs/embedded --resume   # continue after an interruption
+
+Seeded and resumable: a checkpoint (model, optimizer, step, random states) is written atomically
+every `--checkpoint-every` steps, and the data of step k depends only on (seed, k). Uses a GPU when
+one is present. The result is a `save_pretrained` directory (float16 safetensors) at OUT/model.
+Training videos use seeds below HELD_OUT_SEED; evaluation uses seeds from HELD_OUT_SEED up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .model import build_model, swin_mask2former_config
+from .segmenter import IMAGENET_MEAN, IMAGENET_STD
+from .synthetic import CATEGORIES, SyntheticVideo
+
+HELD_OUT_SEED = 1_000_000_000
+FRAME_SIZE = (224, 336)  # stage 3 is 14x21 tokens: whole 7x7 windows
+
+# Swin-B/L proportions (2-2-18-2, deep third stage) at a small width, window 7.
+EMBEDDED_SWIN = dict(embed_dim=32, depths=[2, 2, 18, 2], num_heads=[1, 2, 4, 8], window_size=7)
+EMBEDDED_HEAD = dict(
+    num_queries=16,
+    decoder_layers=4,
+    encoder_layers=3,
+    hidden_dim=128,
+    feature_size=128,
+    mask_feature_size=128,
+    dim_feedforward=512,
+    encoder_feedforward_dim=512,
+    num_attention_heads=4,
+    train_num_points=4096,
+)
+
+
+def embedded_config():
+    return swin_mask2former_config(EMBEDDED_SWIN, id2label=CATEGORIES, **EMBEDDED_HEAD)
+
+
+def training_batch(seed: int, step: int, batch_size: int, device):
+    """Frames of `batch_size` random training videos and their masks (background as a segment)."""
+    rng = np.random.default_rng((seed, step))
+    frames, mask_labels, class_labels = [], [], []
+    for _ in range(batch_size):
+        video = SyntheticVideo(int(rng.integers(0, HELD_OUT_SEED)), 48, *FRAME_SIZE)
+        image, objects = video.frame(int(rng.integers(0, video.num_frames)))
+        background = ~np.any([obj.mask for obj in objects], axis=0) if objects else np.ones(FRAME_SIZE, bool)
+        masks = [background] + [obj.mask for obj in objects]
+        frames.append(image)
+        mask_labels.append(torch.from_numpy(np.stack(masks)).float().to(device))
+        class_labels.append(torch.tensor([0] + [obj.category_id for obj in objects], device=device))
+    pixels = torch.from_numpy(np.stack(frames)).to(device).permute(0, 3, 1, 2).float() / 255
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    return (pixels - mean) / std, mask_labels, class_labels
+
+
+def learning_rate(step: int, total: int, peak: float, warmup: int = 100) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(out: Path, steps: int, batch_size: int, lr: float, seed: int, resume: bool, checkpoint_every: int):
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = out / "checkpoint.pt"
+    torch.manual_seed(seed)
+    model = build_model(embedded_config(), seed=seed).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    start = 0
+    if resume and checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        start = state["step"]
+        print(f"resumed at step {start}", flush=True)
+
+    log = (out / "train_log.jsonl").open("a")
+    begin, window_loss = time.perf_counter(), []
+    for step in range(start, steps):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, steps, lr)
+        pixels, mask_labels, class_labels = training_batch(seed, step, batch_size, device)
+        loss = model(pixel_values=pixels, mask_labels=mask_labels, class_labels=class_labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        window_loss.append(loss.item())
+        if (step + 1) % 20 == 0 or step + 1 == steps:
+            rate = (step + 1 - start) / (time.perf_counter() - begin)
+            record = dict(step=step + 1, loss=float(np.mean(window_loss)), lr=learning_rate(step, steps, lr))
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            print(
+                f"step {step + 1}/{steps} loss {record['loss']:.3f} lr {record['lr']:.2e} "
+                f"{rate:.2f} steps/s, eta {(steps - step - 1) / rate / 60:.0f} min",
+                flush=True,
+            )
+            window_loss = []
+        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+            state = dict(
+                model=model.state_dict(), optimizer=optimizer.state_dict(), step=step + 1, torch_rng=torch.get_rng_state()
+            )
+            torch.save(state, checkpoint_path.with_suffix(".tmp"))
+            checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
+
+    export(model, out / "model")
+    print(f"model written to {out / 'model'}", flush=True)
+
+
+def export(model, directory: Path):
+    """`save_pretrained` in float16 (half the size; loads back as float32) with its preprocessor config."""
+    model.eval().to("cpu", torch.float16).save_pretrained(directory)
+    preprocessor = dict(image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD), frame_size=list(FRAME_SIZE))
+    (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Train the embedded Swin Mask2Former on generated videos")
+    parser.add_argument("--out", type=Path, default=Path("runs/embedded"))
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--checkpoint-every", type=int, default=100)
+    args = parser.parse_args(argv)
+    train(args.out, args.steps, args.batch_size, args.lr, args.seed, args.resume, args.checkpoint_every)
+
+
+if __name__ == "__main__":
+    main()
