@@ -10,6 +10,9 @@ from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation,
 from .config import AccelerationConfig
 from .swin import AcceleratedSwinBackbone
 
+# The model trained here on generated videos and shipped in the package (docs/model_card.md).
+EMBEDDED_MODEL = Path(__file__).parent / "weights" / "swin-shapes"
+
 # Backbone proportions of the public Swin variants (embed dim, depths, heads, window).
 SWIN_PRESETS = {
     "tiny": dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7),

@@ -21,7 +21,8 @@ from .model import accelerate, load_model
 from .swin import FrameStats, FrameStream
 from .tracking import track_frame
 
-TASKS = ("instance", "semantic")
+TASKS = ("instance", "semantic", "both")
+STUFF_NAMES = ("background",)  # categories never reported as instances
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -60,8 +61,8 @@ class FrameResult:
     frame_index: int
     height: int
     width: int
-    instances: list[Instance] = field(default_factory=list)  # task "instance"
-    label_map: np.ndarray | None = None  # task "semantic": (H, W) category ids
+    instances: list[Instance] = field(default_factory=list)  # task "instance" or "both"
+    label_map: np.ndarray | None = None  # task "semantic" or "both": (H, W) category ids
     stats: FrameStats | None = None  # what the clustering step did (accelerated methods)
 
 
@@ -92,6 +93,8 @@ class VideoSegmenter:
         self.mean = torch.tensor(image_mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(image_std, device=self.device).view(1, 3, 1, 1)
         self.labels = {int(k): v for k, v in model.config.id2label.items()}
+        thing = [name not in STUFF_NAMES for _, name in sorted(self.labels.items())]
+        self.thing = torch.tensor(thing, device=self.device)
 
     @classmethod
     def from_pretrained(cls, source, device="cpu", dtype=torch.float32, **kwargs) -> "VideoSegmenter":
@@ -161,9 +164,9 @@ class VideoSegmenter:
                 result = FrameResult(clip.video_id, frame_index, height, width, stats=stats[row])
                 class_logits = outputs.class_queries_logits[row].float()
                 mask_logits = outputs.masks_queries_logits[row].float()
-                if self.task == "semantic":
+                if self.task in ("semantic", "both"):
                     result.label_map = self._label_map(class_logits, mask_logits, (height, width))
-                else:
+                if self.task in ("instance", "both"):
                     embeddings = outputs.transformer_decoder_last_hidden_state[row]
                     result.instances = self._instances(memory, class_logits, mask_logits, embeddings, (height, width))
                 frames.append(result)
@@ -187,8 +190,11 @@ class VideoSegmenter:
         return scores.argmax(0).to(torch.int32).cpu().numpy()
 
     def _instances(self, memory: VideoMemory, class_logits, mask_logits, embeddings, size) -> list[Instance]:
-        """Mask2Former instance scores (class x mask quality), then tracked ids from the query slots."""
+        """Mask2Former instance scores (class x mask quality), then tracked ids from the query slots.
+
+        Queries whose best class is a stuff category (e.g. "background") are not instances."""
         class_scores, labels = class_logits.softmax(-1)[:, :-1].max(-1)
+        class_scores = class_scores * self.thing[labels]
         probs = mask_logits.sigmoid()
         binary = probs > 0.5
         mask_quality = (probs * binary).flatten(1).sum(1) / binary.flatten(1).sum(1).clamp_min(1)

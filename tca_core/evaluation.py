@@ -1,0 +1,166 @@
+"""Accuracy against ground truth: semantic mIoU and YouTube-VIS-style video AP."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from .segmenter import Clip
+
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+RECALL_POINTS = np.linspace(0, 1, 101)
+
+
+class ConfusionMatrix:
+    """Pixel counts of (truth, prediction) pairs over any number of label maps."""
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+
+    def update(self, prediction: np.ndarray, truth: np.ndarray):
+        if prediction.shape != truth.shape:
+            raise ValueError(f"label maps differ in shape: {prediction.shape} vs {truth.shape}")
+        index = truth.astype(np.int64).ravel() * self.num_classes + prediction.astype(np.int64).ravel()
+        self.counts += np.bincount(index, minlength=self.num_classes**2).reshape(self.num_classes, self.num_classes)
+
+    def iou(self) -> np.ndarray:
+        """Per-class IoU; NaN for classes absent from both truth and prediction."""
+        inter = np.diag(self.counts).astype(float)
+        union = self.counts.sum(0) + self.counts.sum(1) - inter
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return inter / union
+
+    def miou(self) -> float:
+        return float(np.nanmean(self.iou()))
+
+
+@dataclass
+class Track:
+    """An instance over a whole video: masks (T, H, W) bool, all False where it is absent."""
+
+    video: str
+    category_id: int
+    masks: np.ndarray
+    score: float = 1.0
+
+
+def video_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """YouTube-VIS video IoU: intersections over unions, each summed over all frames."""
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
+def tracks_from_frames(video: str, frames: list[list[tuple[int, int, float, np.ndarray]]], shape) -> list[Track]:
+    """Tracks from per-frame (instance id, category id, score, mask) lists of one video.
+
+    A track's category is its most frequent per-frame category, its score the mean of its frames'.
+    """
+    masks, categories, scores = {}, {}, {}
+    for t, instances in enumerate(frames):
+        for instance_id, category_id, score, mask in instances:
+            if instance_id not in masks:
+                masks[instance_id] = np.zeros((len(frames), *shape), dtype=bool)
+                categories[instance_id], scores[instance_id] = Counter(), []
+            masks[instance_id][t] = mask
+            categories[instance_id][category_id] += 1
+            scores[instance_id].append(score)
+    return [
+        Track(video, categories[i].most_common(1)[0][0], masks[i], float(np.mean(scores[i]))) for i in masks
+    ]
+
+
+def video_ap(truth: list[Track], predictions: list[Track]) -> dict:
+    """Mean AP over IoU 0.50:0.05:0.95 and the categories present in `truth` (COCO 101-point AP)."""
+    categories = sorted({track.category_id for track in truth})
+    per_category = {}
+    for category in categories:
+        gts = [t for t in truth if t.category_id == category]
+        preds = sorted((p for p in predictions if p.category_id == category), key=lambda p: -p.score)
+        ious = np.array([[video_iou(p.masks, g.masks) if p.video == g.video else 0.0 for g in gts] for p in preds])
+        per_category[category] = [_average_precision(ious, len(gts), threshold) for threshold in IOU_THRESHOLDS]
+    if not per_category:
+        return dict(ap=float("nan"), ap50=float("nan"), ap75=float("nan"), per_category={})
+    table = np.array(list(per_category.values()))  # (categories, thresholds)
+    return dict(
+        ap=float(table.mean()),
+        ap50=float(table[:, 0].mean()),
+        ap75=float(table[:, 5].mean()),
+        per_category={c: float(np.mean(v)) for c, v in per_category.items()},
+    )
+
+
+def _average_precision(ious: np.ndarray, num_truth: int, threshold: float) -> float:
+    """Greedy matching in score order (each truth matched once), then interpolated precision."""
+    matched = np.zeros(num_truth, dtype=bool)
+    hits = []
+    for row in ious:
+        candidates = np.where(~matched & (row >= threshold), row, -1.0) if len(row) else np.array([])
+        best = int(np.argmax(candidates)) if len(candidates) and candidates.max() >= 0 else -1
+        if best >= 0:
+            matched[best] = True
+        hits.append(best >= 0)
+    if not hits:
+        return 0.0
+    true_positives = np.cumsum(hits)
+    recall = true_positives / num_truth
+    precision = true_positives / np.arange(1, len(hits) + 1)
+    precision = np.maximum.accumulate(precision[::-1])[::-1]  # interpolated: best precision at >= recall
+    index = np.searchsorted(recall, RECALL_POINTS, side="left")
+    return float(np.mean([precision[i] if i < len(precision) else 0.0 for i in index]))
+
+
+class Scoreboard:
+    """Accumulates a segmenter's frame results (task "both") against ground truth, video by video."""
+
+    def __init__(self, categories: dict[int, str]):
+        self.categories = categories
+        self.confusion = ConfusionMatrix(len(categories))
+        self.truth: list[Track] = []
+        self.predictions: list[Track] = []
+
+    def add_video(self, video_id: str, results, objects, shape: tuple[int, int]):
+        """`results`: the video's FrameResults; `objects`: its per-frame ground-truth ObjectTruth lists."""
+        from .synthetic import semantic_map
+
+        for result, frame_objects in zip(results, objects, strict=True):
+            self.confusion.update(result.label_map, semantic_map(frame_objects, *shape))
+        predicted = [[(i.id, i.category_id, i.score, i.mask) for i in r.instances] for r in results]
+        true = [[(o.track_id, o.category_id, 1.0, o.mask) for o in frame_objects] for frame_objects in objects]
+        self.predictions += tracks_from_frames(video_id, predicted, shape)
+        self.truth += tracks_from_frames(video_id, true, shape)
+
+    def metrics(self) -> dict:
+        ap = video_ap(self.truth, self.predictions)
+        per_class = {self.categories[c]: float(v) for c, v in enumerate(self.confusion.iou())}
+        return dict(miou=self.confusion.miou(), per_class_iou=per_class, ap=ap["ap"], ap50=ap["ap50"], ap75=ap["ap75"])
+
+
+def evaluate_generated(segmenter, seeds, num_frames: int = 48, clip_frames: int = 8, progress=None) -> dict:
+    """mIoU and video AP of `segmenter` (task "both") on generated videos `seeds`, clip by clip.
+
+    Returns the Scoreboard metrics plus frames and seconds; `progress(done, total)` is called after
+    every video.
+    """
+    from .synthetic import CATEGORIES, SyntheticVideo
+
+    if segmenter.task != "both":
+        raise ValueError(f"evaluation needs a segmenter with task 'both', got {segmenter.task!r}")
+    board, seconds = Scoreboard(CATEGORIES), 0.0
+    for done, seed in enumerate(seeds, 1):
+        video = SyntheticVideo(seed, num_frames)
+        frames, objects = video.frames()
+        video_id = f"generated/{seed}"
+        begin = time.perf_counter()
+        results = []
+        for start in range(0, num_frames, clip_frames):
+            results += segmenter.process([Clip(video_id, start, frames[start : start + clip_frames])])[0]
+        seconds += time.perf_counter() - begin
+        segmenter.drop(video_id)
+        board.add_video(video_id, results, objects, (video.height, video.width))
+        if progress:
+            progress(done, len(seeds))
+    return dict(board.metrics(), frames=len(seeds) * num_frames, seconds=seconds)
