@@ -42,12 +42,13 @@ FRAMES_SCHEMA = pa.schema(
 )
 
 
-def _mask_row(video_id, video_uri, timestamp, result: FrameResult, mask, instance_id, category_id, name, score):
-    encoded = rle.encode(mask)
+def mask_row(video_id, video_uri, frame_index, timestamp, height, width, counts, instance_id, category_id, name, score):
+    """One masks-table row; area and bbox come from the RLE `counts`."""
+    encoded = {"size": [height, width], "counts": counts}
     return dict(
         video_id=video_id,
         video_uri=video_uri,
-        frame_index=result.frame_index,
+        frame_index=frame_index,
         timestamp=timestamp,
         instance_id=instance_id,
         category_id=category_id,
@@ -55,38 +56,47 @@ def _mask_row(video_id, video_uri, timestamp, result: FrameResult, mask, instanc
         score=score,
         bbox=rle.bbox(encoded),
         area=rle.area(encoded),
-        height=result.height,
-        width=result.width,
-        rle_counts=encoded["counts"],
+        height=height,
+        width=width,
+        rle_counts=counts,
     )
+
+
+def frame_row(video_id, video_uri, frame_index, timestamp, num_masks, tca_reset, tca_reassigned):
+    return dict(
+        video_id=video_id,
+        video_uri=video_uri,
+        frame_index=frame_index,
+        timestamp=timestamp,
+        num_masks=num_masks,
+        tca_reset=tca_reset,
+        tca_reassigned=tca_reassigned,
+    )
+
+
+def timestamp_of(frame_index: int, fps: float) -> float:
+    return frame_index / fps if fps > 0 else float("nan")
 
 
 def result_rows(video_id: str, video_uri: str, fps: float, results: list[FrameResult], labels: dict[int, str]):
     """(mask rows, frame rows) of one video's frame results: instances, or one row per class present."""
     masks, frames = [], []
-    for result in results:
-        timestamp = result.frame_index / fps if fps > 0 else float("nan")
-        rows = [
-            _mask_row(video_id, video_uri, timestamp, result, i.mask, i.id, i.category_id, i.category, i.score)
-            for i in result.instances
-        ]
-        if result.label_map is not None:
-            for category in np.unique(result.label_map).tolist():
-                mask = result.label_map == category
-                name = labels.get(category, str(category))
-                rows.append(_mask_row(video_id, video_uri, timestamp, result, mask, None, category, name, None))
+    for r in results:
+        timestamp = timestamp_of(r.frame_index, fps)
+
+        def row(mask, *fields):
+            counts = rle.encode(mask)["counts"]
+            return mask_row(video_id, video_uri, r.frame_index, timestamp, r.height, r.width, counts, *fields)
+
+        rows = [row(i.mask, i.id, i.category_id, i.category, i.score) for i in r.instances]
+        if r.label_map is not None:
+            for category in np.unique(r.label_map).tolist():
+                rows.append(row(r.label_map == category, None, category, labels.get(category, str(category)), None))
         masks += rows
-        stats = result.stats
+        stats = r.stats
         frames.append(
-            dict(
-                video_id=video_id,
-                video_uri=video_uri,
-                frame_index=result.frame_index,
-                timestamp=timestamp,
-                num_masks=len(rows),
-                tca_reset=stats.reset if stats else None,
-                tca_reassigned=stats.reassigned if stats else None,
-            )
+            frame_row(video_id, video_uri, r.frame_index, timestamp, len(rows),
+                      stats.reset if stats else None, stats.reassigned if stats else None)
         )
     return masks, frames
 

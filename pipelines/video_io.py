@@ -17,12 +17,13 @@ class VideoInfo:
     width: int
 
 
-def open_video(path: str | Path):
-    """A decord VideoReader (RGB); ValueError naming the file when it can't be decoded."""
+def open_video(source):
+    """A decord VideoReader (RGB) on a path or a binary file object; ValueError when it can't decode."""
     import decord
 
+    path = str(source) if isinstance(source, (str, Path)) else getattr(source, "path", "file object")
     try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+        reader = decord.VideoReader(str(source) if isinstance(source, (str, Path)) else source, ctx=decord.cpu(0))
     except Exception as error:  # decord raises its own DECORDError and RuntimeError
         raise ValueError(f"cannot decode video {path}: {error}") from error
     if len(reader) == 0:

@@ -1,0 +1,90 @@
+"""Object storage through fsspec: s3:// (s3fs, standard AWS credentials) or local paths."""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import io
+import json
+import os
+import uuid
+from dataclasses import dataclass
+
+import fsspec
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+VIDEO_PATTERNS = ("*.mp4", "*.mkv", "*.mov", "*.avi", "*.webm", "*.m4v")
+
+
+@dataclass(frozen=True)
+class VideoRef:
+    """A video to process: `video_id` is its path relative to the input prefix (e.g. cams/a.mp4)."""
+
+    video_id: str
+    uri: str
+
+
+def filesystem(uri: str, endpoint_url: str | None = None):
+    """(fsspec filesystem, path without scheme) for a URI; `endpoint_url` for S3-compatible stores."""
+    options = {}
+    if uri.startswith("s3://") and endpoint_url:
+        options["client_kwargs"] = {"endpoint_url": endpoint_url}
+    return fsspec.core.url_to_fs(uri, **options)
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+def list_videos(prefix: str, include=VIDEO_PATTERNS, exclude=(), endpoint_url=None) -> list[VideoRef]:
+    """Files under `prefix` whose relative path matches an include glob and no exclude glob, sorted."""
+    fs, root = filesystem(prefix, endpoint_url)
+    if not fs.isdir(root):
+        raise ValueError(f"input {prefix} is not a directory or prefix")
+    scheme = prefix.split("://", 1)[0] + "://" if "://" in prefix else ""
+    refs = []
+    for path in sorted(fs.find(root)):
+        relative = path[len(root.rstrip("/")) + 1 :]
+        if any(fnmatch.fnmatch(relative, g) for g in include) and not any(fnmatch.fnmatch(relative, g) for g in exclude):
+            refs.append(VideoRef(relative, scheme + path))
+    return refs
+
+
+def read_manifest(uri: str, prefix: str | None = None, endpoint_url=None) -> list[VideoRef]:
+    """Videos listed in a CSV, JSONL or Parquet manifest with a `uri` column.
+
+    The video id is the URI relative to `prefix` when given and it matches, else the URI's path.
+    """
+    fs, path = filesystem(uri, endpoint_url)
+    if path.endswith(".parquet"):
+        uris = pq.read_table(path, columns=["uri"], filesystem=fs).column("uri").to_pylist()
+    else:
+        text = fs.cat_file(path).decode()
+        if path.endswith(".jsonl"):
+            uris = [json.loads(line)["uri"] for line in text.splitlines() if line.strip()]
+        elif path.endswith(".csv"):
+            rows = list(csv.DictReader(io.StringIO(text)))
+            if rows and "uri" not in rows[0]:
+                raise ValueError(f"manifest {uri} has no 'uri' column")
+            uris = [row["uri"] for row in rows]
+        else:
+            raise ValueError(f"manifest {uri}: expected .csv, .jsonl or .parquet")
+    refs = []
+    for video_uri in uris:
+        base = (prefix or "").rstrip("/") + "/"
+        video_id = video_uri[len(base) :] if prefix and video_uri.startswith(base) else video_uri.split("://", 1)[-1]
+        refs.append(VideoRef(video_id.lstrip("/"), video_uri))
+    return refs
+
+
+def write_atomic(fs, path: str, data: bytes):
+    """Make `path` hold `data` all at once: one PUT on object stores, write-then-rename locally."""
+    if isinstance(fs, LocalFileSystem):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        temporary = f"{path}.{uuid.uuid4().hex}.tmp"
+        with open(temporary, "wb") as out:
+            out.write(data)
+        os.replace(temporary, path)
+    else:
+        fs.pipe_file(path, data)
