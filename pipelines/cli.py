@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,28 +17,17 @@ from tca_core.synthetic import CATEGORIES, SyntheticVideo
 from tca_core.train import HELD_OUT_SEED
 
 from .generate import write_generated
-from .output import read_masks
+from .nightly import JobConfig, run_job
+from .output import decode_frames, read_masks
 from .render import render
-from .segment import segment_video, write_outputs
 
 
 def _segmenter(args, task: str) -> VideoSegmenter:
     return VideoSegmenter.from_pretrained(args.model, acceleration=AccelerationConfig(method=args.method), task=task)
 
 
-def _progress(description: str):
-    bar = tqdm(desc=description, unit="frame")
-
-    def update(done: int, total: int):
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    return bar, update
-
-
 def demo(args) -> int:
-    """Generate (or take) a video, segment it with the shipped model, write Parquet, render, summarise."""
+    """Generate (or take) a video, run the batch job on it with local Ray, render, summarise."""
     out: Path = args.out
     seed = None
     if args.input is None:
@@ -49,40 +37,46 @@ def demo(args) -> int:
         print(f"generated a held-out video (seed {seed}): {path}")
     else:
         path = args.input
-    segmenter = _segmenter(args, "both")
-    video_id = Path(path).name
-    bar, update = _progress(f"segmenting {video_id}")
-    begin = time.perf_counter()
-    info, results = segment_video(segmenter, path, video_id, args.clip_frames, update)
-    seconds = time.perf_counter() - begin
-    bar.close()
-    masks_path, frames_path = write_outputs(out, video_id, str(path), info, results, segmenter.labels)
-    overlay_path, sheet_path = render(path, read_masks(masks_path), out)
+    if not path.is_file():
+        print(f"no such video file: {path}")
+        return 2
+    config = JobConfig(  # the job lists a prefix: this video's folder, matching only this file
+        input=str(path.parent), include=[path.name], output=str(out), model=args.model, method=args.method,
+        task="both", clip_frames=args.clip_frames, force=True,
+    )
+    summary = run_job(config)
+    if summary["videos_ok"] != 1:
+        print(f"the job failed: {summary['failures']}")
+        return 1
+    masks = read_masks(out / "masks" / f"{path.name}.parquet")
+    overlay_path, sheet_path = render(path, masks, out)
 
-    setting = segmenter.acceleration
-    print(f"frames: {len(results)} of {info.width}x{info.height} at {info.fps:.1f} fps")
-    print(f"speed: {len(results) / seconds:.2f} frames/s ({args.method}, whole model, this machine)")
-    if setting.accelerated:
-        stats = [r.stats for r in results]
-        continued = [s.reassigned for s in stats if s.reset is None]
-        print(
-            f"token reduction: stage {setting.stage} blocks {setting.alpha}+ run on "
-            f"{stats[0].token_ratio:.0%} of the tokens (h'={setting.grid})"
-        )
-        if continued:
-            print(f"TCA reassigned {np.mean(continued):.1%} of tokens per continued frame")
+    print(f"frames: {summary['frames']} in {summary['seconds']:.1f} s, {summary['frames_per_second']:.2f} frames/s "
+          f"(job with local Ray, {args.method}, this machine)")
+    if args.method != "none":
+        line = f"token reduction: the clustered blocks run on {summary['token_ratio']:.0%} of the tokens"
+        if summary["tca_reassigned"] is not None:
+            line += f"; TCA reassigned {summary['tca_reassigned']:.1%} of tokens per continued frame"
+        print(line)
     if seed is not None:
-        accuracy = _accuracy_against_truth(seed, args.frames, results)
+        accuracy = _accuracy_against_truth(seed, args.frames, masks)
         print(f"accuracy on this generated video: mIoU {accuracy['miou']:.3f}, video AP {accuracy['ap']:.3f}")
-    print(f"output: {masks_path}, {frames_path}")
+    print(f"output: {out / 'masks'}, {out / 'frames'}, {out / 'manifests'}")
     print(f"rendered: {overlay_path}, {sheet_path}")
     return 0
 
 
-def _accuracy_against_truth(seed: int, num_frames: int, results) -> dict:
+def _accuracy_against_truth(seed: int, num_frames: int, masks) -> dict:
     video = SyntheticVideo(seed, num_frames)
+    shape = (video.height, video.width)
+    frames = decode_frames(masks)
+    label_maps = [frames[t].label_map(*shape) if t in frames else np.zeros(shape, np.int32) for t in range(num_frames)]
+    instances = [
+        [(i, c, score, mask) for i, c, _, score, mask in frames[t].instances] if t in frames else []
+        for t in range(num_frames)
+    ]
     board = Scoreboard(CATEGORIES)
-    board.add_video(str(seed), results, video.frames()[1], (video.height, video.width))
+    board.add_video(str(seed), label_maps, instances, video.frames()[1], shape)
     return board.metrics()
 
 

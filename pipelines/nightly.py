@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import sys
 import time
 import uuid
@@ -209,12 +210,16 @@ def run_job(config: JobConfig, progress: bool = True) -> dict:
     if todo:
         if not ray.is_initialized():
             ray.init(address=config.ray_address, log_to_driver=False)
+        if progress:  # our own bar counts frames; Ray Data's per-operator log lines would drown it
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
         labels = _labels(config.model)
         dataset = (
             ray.data.from_items([{"video_id": r.video_id, "uri": r.uri} for r in todo])
             .flat_map(plan_video, fn_kwargs=dict(chunk_frames=config.chunk_frames, overlap=config.overlap,
                                                  endpoint_url=config.endpoint_url))
-            .map(decode_chunk, fn_kwargs=dict(endpoint_url=config.endpoint_url))
+            # Decoding is mostly I/O and single-threaded: half a CPU per task. The distinct resource
+            # request also keeps Ray Data from fusing decoding into the inference actor.
+            .map(decode_chunk, fn_kwargs=dict(endpoint_url=config.endpoint_url), num_cpus=0.5)
             .map_batches(
                 SegmentActor,
                 fn_constructor_kwargs=dict(
@@ -224,7 +229,7 @@ def run_job(config: JobConfig, progress: bool = True) -> dict:
                 ),
                 batch_size=1,
                 batch_format="numpy",
-                concurrency=config.actors,
+                compute=ray.data.ActorPoolStrategy(size=config.actors),
                 num_cpus=config.cpus_per_actor,
                 num_gpus=config.gpus_per_actor,
             )

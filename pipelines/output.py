@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tca_core import rle
-from tca_core.segmenter import FrameResult
 
 MASKS_SCHEMA = pa.schema(
     [
@@ -78,29 +78,6 @@ def timestamp_of(frame_index: int, fps: float) -> float:
     return frame_index / fps if fps > 0 else float("nan")
 
 
-def result_rows(video_id: str, video_uri: str, fps: float, results: list[FrameResult], labels: dict[int, str]):
-    """(mask rows, frame rows) of one video's frame results: instances, or one row per class present."""
-    masks, frames = [], []
-    for r in results:
-        timestamp = timestamp_of(r.frame_index, fps)
-
-        def row(mask, *fields):
-            counts = rle.encode(mask)["counts"]
-            return mask_row(video_id, video_uri, r.frame_index, timestamp, r.height, r.width, counts, *fields)
-
-        rows = [row(i.mask, i.id, i.category_id, i.category, i.score) for i in r.instances]
-        if r.label_map is not None:
-            for category in np.unique(r.label_map).tolist():
-                rows.append(row(r.label_map == category, None, category, labels.get(category, str(category)), None))
-        masks += rows
-        stats = r.stats
-        frames.append(
-            frame_row(video_id, video_uri, r.frame_index, timestamp, len(rows),
-                      stats.reset if stats else None, stats.reassigned if stats else None)
-        )
-    return masks, frames
-
-
 def write_table(rows: list[dict], schema: pa.Schema, path: str | Path, filesystem=None):
     """Write rows as one Parquet file (an empty table keeps the schema)."""
     table = pa.Table.from_pylist(rows, schema=schema)
@@ -109,3 +86,30 @@ def write_table(rows: list[dict], schema: pa.Schema, path: str | Path, filesyste
 
 def read_masks(path: str | Path, filesystem=None) -> pa.Table:
     return pq.read_table(str(path), schema=MASKS_SCHEMA, filesystem=filesystem)
+
+
+@dataclass
+class FrameMasks:
+    """One frame's decoded masks: instances (id, category id, name, score, mask) and semantic segments."""
+
+    instances: list[tuple[int, int, str, float, np.ndarray]] = field(default_factory=list)
+    semantic: list[tuple[int, str, np.ndarray]] = field(default_factory=list)
+
+    def label_map(self, height: int, width: int) -> np.ndarray:
+        labels = np.zeros((height, width), dtype=np.int32)
+        for category_id, _, mask in self.semantic:
+            labels[mask] = category_id
+        return labels
+
+
+def decode_frames(table: pa.Table) -> dict[int, FrameMasks]:
+    """A masks table decoded frame by frame."""
+    frames: dict[int, FrameMasks] = {}
+    for r in table.to_pylist():
+        mask = rle.decode({"size": [r["height"], r["width"]], "counts": r["rle_counts"]})
+        frame = frames.setdefault(r["frame_index"], FrameMasks())
+        if r["instance_id"] is None:
+            frame.semantic.append((r["category_id"], r["category_name"], mask))
+        else:
+            frame.instances.append((r["instance_id"], r["category_id"], r["category_name"], r["score"], mask))
+    return frames

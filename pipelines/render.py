@@ -9,8 +9,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
-from tca_core import rle
-
+from .output import decode_frames
 from .video_io import open_video, read_frames, write_mp4
 
 
@@ -53,17 +52,17 @@ def contact_sheet(frames: list[np.ndarray], captions: list[str], columns: int = 
 
 
 def frame_masks(table: pa.Table) -> dict[int, list[tuple[np.ndarray, int, str]]]:
-    """Masks per frame index from a masks table: instance rows if there are any, else semantic rows."""
-    rows = table.to_pylist()
-    instance_rows = [r for r in rows if r["instance_id"] is not None]
-    use = instance_rows or [r for r in rows if r["category_name"] != "background"]
-    by_frame: dict[int, list] = {}
-    for r in use:
-        mask = rle.decode({"size": [r["height"], r["width"]], "counts": r["rle_counts"]})
-        key = r["instance_id"] if r["instance_id"] is not None else r["category_id"]
-        caption = f"{r['category_name']} #{key}" if r["instance_id"] is not None else r["category_name"]
-        by_frame.setdefault(r["frame_index"], []).append((mask, key, caption))
-    return by_frame
+    """(mask, color key, caption) per frame: the instances if the run has any, else the semantic
+    segments other than background."""
+    frames = decode_frames(table)
+    with_instances = any(f.instances for f in frames.values())
+    drawn = {}
+    for index, frame in frames.items():
+        if with_instances:
+            drawn[index] = [(mask, i, f"{name} #{i}") for i, _, name, _, mask in frame.instances]
+        else:
+            drawn[index] = [(mask, c, name) for c, name, mask in frame.semantic if name != "background"]
+    return drawn
 
 
 def render(video_path: str | Path, masks: pa.Table, out_dir: Path, name: str = "overlay", sheet_frames: int = 12):

@@ -28,8 +28,10 @@ class VideoRef:
 def filesystem(uri: str, endpoint_url: str | None = None):
     """(fsspec filesystem, path without scheme) for a URI; `endpoint_url` for S3-compatible stores."""
     options = {}
-    if uri.startswith("s3://") and endpoint_url:
-        options["client_kwargs"] = {"endpoint_url": endpoint_url}
+    if uri.startswith("s3://"):
+        options["use_listings_cache"] = False  # reruns and resumes must see what was just committed
+        if endpoint_url:
+            options["client_kwargs"] = {"endpoint_url": endpoint_url}
     return fsspec.core.url_to_fs(uri, **options)
 
 

@@ -122,13 +122,14 @@ class Scoreboard:
         self.truth: list[Track] = []
         self.predictions: list[Track] = []
 
-    def add_video(self, video_id: str, results, objects, shape: tuple[int, int]):
-        """`results`: the video's FrameResults; `objects`: its per-frame ground-truth ObjectTruth lists."""
+    def add_video(self, video_id: str, label_maps, instances, objects, shape: tuple[int, int]):
+        """A video's predicted label maps and per-frame instances [(id, category id, score, mask)]
+        against its per-frame ground-truth ObjectTruth lists."""
         from .synthetic import semantic_map
 
-        for result, frame_objects in zip(results, objects, strict=True):
-            self.confusion.update(result.label_map, semantic_map(frame_objects, *shape))
-        predicted = [[(i.id, i.category_id, i.score, i.mask) for i in r.instances] for r in results]
+        for label_map, frame_objects in zip(label_maps, objects, strict=True):
+            self.confusion.update(label_map, semantic_map(frame_objects, *shape))
+        predicted = list(instances)
         true = [[(o.track_id, o.category_id, 1.0, o.mask) for o in frame_objects] for frame_objects in objects]
         self.predictions += tracks_from_frames(video_id, predicted, shape)
         self.truth += tracks_from_frames(video_id, true, shape)
@@ -160,7 +161,8 @@ def evaluate_generated(segmenter, seeds, num_frames: int = 48, clip_frames: int 
             results += segmenter.process([Clip(video_id, start, frames[start : start + clip_frames])])[0]
         seconds += time.perf_counter() - begin
         segmenter.drop(video_id)
-        board.add_video(video_id, results, objects, (video.height, video.width))
+        instances = [[(i.id, i.category_id, i.score, i.mask) for i in r.instances] for r in results]
+        board.add_video(video_id, [r.label_map for r in results], instances, objects, (video.height, video.width))
         if progress:
             progress(done, len(seeds))
     return dict(board.metrics(), frames=len(seeds) * num_frames, seconds=seconds)

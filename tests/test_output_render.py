@@ -6,50 +6,58 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from pipelines.generate import write_generated
-from pipelines.output import FRAMES_SCHEMA, MASKS_SCHEMA, read_masks, result_rows
+from pipelines.output import (
+    FRAMES_SCHEMA,
+    MASKS_SCHEMA,
+    decode_frames,
+    frame_row,
+    mask_row,
+    read_masks,
+    timestamp_of,
+    write_table,
+)
 from pipelines.render import frame_masks, overlay, render
-from pipelines.segment import write_outputs
 from pipelines.video_io import open_video, probe
 from tca_core import rle
-from tca_core.segmenter import FrameResult, Instance
 from tca_core.synthetic import CATEGORIES, SyntheticVideo
 
 
-def _truth_as_results(seed, num_frames):
+def _truth_rows(seed, num_frames, fps):
+    """Mask and frame rows of a generated video's ground truth, as a run would write them."""
     video = SyntheticVideo(seed, num_frames)
     _, objects = video.frames()
-    results = [
-        FrameResult(
-            "v.mp4",
-            t,
-            video.height,
-            video.width,
-            instances=[Instance(o.track_id, o.category_id, CATEGORIES[o.category_id], 1.0, o.mask) for o in frame],
-        )
-        for t, frame in enumerate(objects)
-    ]
-    return results, objects
+    masks, frames = [], []
+    for t, frame in enumerate(objects):
+        fields = ("v.mp4", "v.mp4", t, timestamp_of(t, fps), video.height, video.width)
+        rows = [
+            mask_row(*fields, rle.encode(o.mask)["counts"], o.track_id, o.category_id, CATEGORIES[o.category_id], 1.0)
+            for o in frame
+        ]
+        masks += rows
+        frames.append(frame_row("v.mp4", "v.mp4", t, timestamp_of(t, fps), len(rows), None, None))
+    return masks, frames, objects
 
 
 def test_tables_and_render(tmp_path):
     write_generated(tmp_path / "in", [21], num_frames=8, fps=8)
     path = tmp_path / "in" / "videos" / "21.mp4"
-    results, objects = _truth_as_results(21, 8)
-    info = probe(open_video(path))
-    masks_path, frames_path = write_outputs(tmp_path / "out", "v.mp4", str(path), info, results, CATEGORIES)
+    mask_rows, frame_rows, objects = _truth_rows(21, 8, fps=8)
+    write_table(mask_rows, MASKS_SCHEMA, tmp_path / "masks.parquet")
+    write_table(frame_rows, FRAMES_SCHEMA, tmp_path / "frames.parquet")
 
-    masks = read_masks(masks_path)
+    masks = read_masks(tmp_path / "masks.parquet")
     assert masks.schema.equals(MASKS_SCHEMA)
-    assert pq.read_table(frames_path).schema.equals(FRAMES_SCHEMA)
-    assert masks.num_rows == sum(len(frame) for frame in objects)
+    assert pq.read_table(tmp_path / "frames.parquet").schema.equals(FRAMES_SCHEMA)
+    decoded = decode_frames(masks)
+    for t, frame in enumerate(objects):
+        assert sorted((i, c) for i, c, _, _, _ in decoded[t].instances) == sorted((o.track_id, o.category_id) for o in frame)
+        for instance_id, _, _, _, mask in decoded[t].instances:
+            truth = next(o for o in frame if o.track_id == instance_id)
+            assert np.array_equal(mask, truth.mask)
     for row in masks.to_pylist():
-        truth = next(o for o in objects[row["frame_index"]] if o.track_id == row["instance_id"])
-        decoded = rle.decode({"size": [row["height"], row["width"]], "counts": row["rle_counts"]})
-        assert np.array_equal(decoded, truth.mask)
-        assert row["area"] == truth.mask.sum() and row["timestamp"] == row["frame_index"] / 8
-    frames = pq.read_table(frames_path).to_pylist()
-    assert [f["frame_index"] for f in frames] == list(range(8))
-    assert [f["num_masks"] for f in frames] == [len(frame) for frame in objects]
+        ys, xs = np.nonzero(rle.decode({"size": [row["height"], row["width"]], "counts": row["rle_counts"]}))
+        assert row["area"] == len(ys)
+        assert row["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
 
     video_out, sheet_out = render(path, masks, tmp_path / "render", sheet_frames=4)
     assert probe(open_video(video_out)).frames == 8
@@ -68,9 +76,11 @@ def test_overlay_colors_only_the_masks():
 def test_semantic_rows_render_without_background():
     label_map = np.zeros((224, 336), dtype=np.int32)
     label_map[:10, :10] = 2
-    semantic = [FrameResult("v", 0, 224, 336, label_map=label_map)]
-    rows, _ = result_rows("v", "v", 10.0, semantic, CATEGORIES)
-    assert sorted(r["category_name"] for r in rows) == ["background", "square"]
-    assert all(r["instance_id"] is None and r["score"] is None for r in rows)
-    by_frame = frame_masks(pa.Table.from_pylist(rows, schema=MASKS_SCHEMA))
-    assert [caption for _, _, caption in by_frame[0]] == ["square"]
+    rows = [
+        mask_row("v", "v", 0, 0.0, 224, 336, rle.encode(label_map == c)["counts"], None, c, CATEGORIES[c], None)
+        for c in (0, 2)
+    ]
+    table = pa.Table.from_pylist(rows, schema=MASKS_SCHEMA)
+    frame = decode_frames(table)[0]
+    assert np.array_equal(frame.label_map(224, 336), label_map)
+    assert [caption for _, _, caption in frame_masks(table)[0]] == ["square"]

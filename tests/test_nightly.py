@@ -1,0 +1,166 @@
+"""The nightly job on local Ray, with S3 served by moto on localhost."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.nightly import JobConfig, main, run_job
+from pipelines.output import decode_frames
+from pipelines.storage import filesystem, join
+from pipelines.video_io import write_mp4
+from tca_core.synthetic import moving_disc_clip
+
+VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+SAMPLE_FRAMES = {"bottle-detection.mp4": 1189, "car-detection.mp4": 377, "milk.mkv": 51, "walk.mkv": 89}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A real S3 API (moto's server) on localhost; credentials through the standard environment."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def local_ray(s3):
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # after s3: workers inherit its env
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(small_config, tmp_path_factory):
+    from tca_core.model import build_model
+
+    path = tmp_path_factory.mktemp("model")
+    build_model(small_config, seed=0).save_pretrained(path)
+    return str(path)
+
+
+def _s3_archive(endpoint: str) -> str:
+    fs, _ = filesystem("s3://archive/", endpoint)
+    fs.mkdir("archive")
+    for name in SAMPLE_FRAMES:
+        prefix = "cams/" if name.endswith(".mkv") else ""
+        fs.put_file(str(VIDEOS / name), f"archive/videos/{prefix}{name}")
+    fs.pipe_file("archive/videos/corrupt.mp4", (VIDEOS / "walk.mkv").read_bytes()[:20000])
+    fs.pipe_file("archive/videos/readme.txt", b"not a video")
+    return "s3://archive/videos/"
+
+
+def test_archive_on_s3_every_frame_corrupt_reported_rerun_skips(s3, local_ray, tiny_model):
+    config = JobConfig(
+        input=_s3_archive(s3), output="s3://archive/runs/night1/", endpoint_url=s3, model=tiny_model,
+        short_side=48, chunk_frames=256, clip_frames=16, score_threshold=0.0,
+    )
+    summary = run_job(config, progress=False)
+    assert summary["videos_ok"] == 4 and summary["videos_failed"] == 1, summary
+    assert "corrupt.mp4" in summary["failures"] and "decode" in summary["failures"]["corrupt.mp4"]
+    fs, root = filesystem(config.output, s3)
+    for name, count in SAMPLE_FRAMES.items():
+        video_id = ("cams/" if name.endswith(".mkv") else "") + name
+        frames = pq.read_table(join(root, "frames", f"{video_id}.parquet"), filesystem=fs)
+        assert sorted(frames.column("frame_index").to_pylist()) == list(range(count))
+        masks = pq.read_table(join(root, "masks", f"{video_id}.parquet"), filesystem=fs)
+        assert set(masks.column("frame_index").to_pylist()) == set(range(count))  # every frame has masks
+        decoded = decode_frames(masks.slice(0, 50))
+        height, width = masks.column("height")[0].as_py(), masks.column("width")[0].as_py()
+        assert all(m.shape == (height, width) for f in decoded.values() for *_, m in f.instances)
+        record = json.loads(fs.cat_file(join(root, "_commits", f"{video_id}.json")))
+        assert record["frames"] == count
+    manifest = pq.read_table(join(root, "manifests", f"{summary['run_id']}.parquet"), filesystem=fs).to_pylist()
+    assert {r["video_id"]: r["status"] for r in manifest}["corrupt.mp4"] == "failed"
+
+    again = run_job(config, progress=False)
+    assert again["videos_skipped"] == 4 and again["videos_ok"] == 0 and again["frames"] == 0
+
+
+def _disc_archive(directory: Path, count: int = 2) -> Path:
+    for seed in range(count):
+        frames, _ = moving_disc_clip(30, 64, 96, seed=500 + seed)
+        write_mp4(directory / f"disc{seed}.mp4", frames, fps=10)
+    return directory
+
+
+def test_chunked_run_matches_unchunked(local_ray, disc_model, tmp_path):
+    model_dir = tmp_path / "disc_model"
+    disc_model.save_pretrained(model_dir)
+    archive = _disc_archive(tmp_path / "in")
+    runs = {}
+    for name, chunk in (("whole", 1000), ("chunked", 8)):
+        config = JobConfig(input=str(archive), output=str(tmp_path / name), model=str(model_dir), chunk_frames=chunk,
+                           overlap=3, clip_frames=4)
+        assert run_job(config, progress=False)["videos_ok"] == 2
+        runs[name] = {v: decode_frames(pq.read_table(tmp_path / name / "masks" / f"{v}.parquet")) for v in ("disc0.mp4", "disc1.mp4")}
+    for video, whole in runs["whole"].items():
+        chunked = runs["chunked"][video]
+        assert sorted(whole) == sorted(chunked) == list(range(30))
+        pairs = set()
+        for t in range(30):
+            assert len(whole[t].instances) == len(chunked[t].instances) == 1
+            (a_id, _, _, _, a), (b_id, _, _, _, b) = whole[t].instances[0], chunked[t].instances[0]
+            assert (a & b).sum() / (a | b).sum() > 0.9
+            pairs.add((a_id, b_id))
+        assert len(pairs) == 1  # one id throughout, in both runs
+
+
+def test_killed_run_leaves_no_half_written_video_and_resumes(tiny_model, tmp_path):
+    archive = tmp_path / "in"
+    for seed in range(6):
+        frames, _ = moving_disc_clip(40, 64, 96, seed=seed)
+        write_mp4(archive / f"v{seed}.mp4", frames, fps=10)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "pipelines.nightly", "--input", str(archive), "--output", str(out),
+               "--model", tiny_model, "--chunk-frames", "10", "--score-threshold", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((out / "_commits").glob("*.json")):
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    committed = {p.stem for p in (out / "_commits").glob("*.json")}
+    assert 0 < len(committed) < 6, committed
+    for path in (out / "masks").glob("*.parquet"):
+        table = pq.read_table(path)  # every masks file present is whole
+        frames = set(table.column("frame_index").to_pylist())
+        assert frames == set(range(40)), path
+
+    resumed = subprocess.run(command, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"{len(committed)} skipped" in resumed.stdout
+    assert {p.stem for p in (out / "_commits").glob("*.json")} == {f"v{i}.mp4" for i in range(6)}
+
+
+def test_exit_status_reports_failures(local_ray, tiny_model, tmp_path, capsys):
+    archive = tmp_path / "in"
+    archive.mkdir()
+    (archive / "empty.mp4").write_bytes(b"")
+    shutil.copy(VIDEOS / "milk.mkv", archive / "milk.mkv")
+    code = main(["--input", str(archive), "--output", str(tmp_path / "out"), "--model", tiny_model,
+                 "--short-side", "32"])
+    printed = capsys.readouterr()
+    assert code == 1
+    assert "1 ok, 1 failed" in printed.out and "FAILED empty.mp4" in printed.err
