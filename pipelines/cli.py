@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from tca_core.synthetic import CATEGORIES, SyntheticVideo
 from tca_core.train import HELD_OUT_SEED
 
 from .generate import write_generated
+from . import nightly
 from .nightly import JobConfig, run_job
 from .output import decode_frames, read_masks
 from .render import render
@@ -41,8 +43,14 @@ def demo(args) -> int:
         print(f"no such video file: {path}")
         return 2
     config = JobConfig(  # the job lists a prefix: this video's folder, matching only this file
-        input=str(path.parent), include=[path.name], output=str(out), model=args.model, method=args.method,
-        task="both", clip_frames=args.clip_frames, force=True,
+        input=str(path.parent),
+        include=[path.name],
+        output=str(out),
+        model=args.model,
+        method=args.method,
+        task="both",
+        clip_frames=args.clip_frames,
+        force=True,
     )
     summary = run_job(config)
     if summary["videos_ok"] != 1:
@@ -51,8 +59,10 @@ def demo(args) -> int:
     masks = read_masks(out / "masks" / f"{path.name}.parquet")
     overlay_path, sheet_path = render(path, masks, out)
 
-    print(f"frames: {summary['frames']} in {summary['seconds']:.1f} s, {summary['frames_per_second']:.2f} frames/s "
-          f"(job with local Ray, {args.method}, this machine)")
+    print(
+        f"frames: {summary['frames']} in {summary['seconds']:.1f} s, {summary['frames_per_second']:.2f} frames/s "
+        f"(job with local Ray, {args.method}, this machine)"
+    )
     if args.method != "none":
         line = f"token reduction: the clustered blocks run on {summary['token_ratio']:.0%} of the tokens"
         if summary["tca_reassigned"] is not None:
@@ -110,8 +120,14 @@ def render_command(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="tca-segment", description="Video segmentation with Temporal Cluster Assignment")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["run"]:  # the nightly job, with its own options (python -m pipelines.nightly --help)
+        return nightly.main(argv[1:])
+    parser = argparse.ArgumentParser(
+        prog="tca-segment", description="Video segmentation with Temporal Cluster Assignment"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="the nightly batch job (options: python -m pipelines.nightly --help)")
 
     def model_options(sub):
         sub.add_argument("--model", default=str(EMBEDDED_MODEL), help="checkpoint directory or hub id")

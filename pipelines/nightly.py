@@ -132,7 +132,11 @@ class VideoAssembly:
 
     def __init__(self, row: dict):
         self.video_id, self.uri = row["video_id"], row["uri"]
-        self.num_chunks, self.frames_total, self.fps = int(row["num_chunks"]), int(row["frames_total"]), float(row["fps"])
+        self.num_chunks, self.frames_total, self.fps = (
+            int(row["num_chunks"]),
+            int(row["frames_total"]),
+            float(row["fps"]),
+        )
         self.height, self.width = int(row["height"]), int(row["width"])
         self.chunks: dict[int, list[dict]] = {}
         self.error = ""
@@ -144,10 +148,13 @@ class VideoAssembly:
             self.error = self.error or str(row["error"])
         else:
             self.chunks.setdefault(int(row["chunk_index"]), []).append(row)
-        return bool(self.error) or (len(self.chunks) == self.num_chunks and all(
-            sum(not r["warm"] for r in rows) == int(rows[0]["stop"]) - int(rows[0]["start"])
-            for rows in self.chunks.values()
-        ))
+        return bool(self.error) or (
+            len(self.chunks) == self.num_chunks
+            and all(
+                sum(not r["warm"] for r in rows) == int(rows[0]["stop"]) - int(rows[0]["start"])
+                for rows in self.chunks.values()
+            )
+        )
 
     def tables(self, labels: dict[int, str]) -> tuple[list[dict], list[dict]]:
         """(mask rows, frame rows) with instance ids linked across chunks."""
@@ -173,8 +180,17 @@ class VideoAssembly:
                     for c, counts in zip(row["semantic_ids"], row["semantic_rles"])
                 ]
                 masks += rows_here
-                frames.append(frame_row(self.video_id, self.uri, frame, timestamp, len(rows_here),
-                                        row["tca_reset"], row["tca_reassigned"]))
+                frames.append(
+                    frame_row(
+                        self.video_id,
+                        self.uri,
+                        frame,
+                        timestamp,
+                        len(rows_here),
+                        row["tca_reset"],
+                        row["tca_reassigned"],
+                    )
+                )
         return masks, frames
 
     def seconds(self, key: str) -> float:
@@ -200,13 +216,16 @@ def run_job(config: JobConfig, progress: bool = True) -> dict:
     for ref in refs:
         record = None if config.force else output.committed(ref.video_id)
         if record and record.get("signature") == signature:
-            manifest.append(_manifest_row(run_id, config, ref.video_id, ref.uri, "skipped", record["frames"],
-                                          record["fps"], "", 0.0, 0.0, 0.0))
+            manifest.append(
+                _manifest_row(
+                    run_id, config, ref.video_id, ref.uri, "skipped", record["frames"], record["fps"], "", 0.0, 0.0, 0.0
+                )
+            )
         else:
             todo.append(ref)
 
     begin = time.perf_counter()
-    frames_done, reassigned, token_ratios = 0, [], []
+    frames_done, reassigned, token_ratios, first_output = 0, [], [], 0.0
     if todo:
         if not ray.is_initialized():
             ray.init(address=config.ray_address, log_to_driver=False)
@@ -215,16 +234,23 @@ def run_job(config: JobConfig, progress: bool = True) -> dict:
         labels = _labels(config.model)
         dataset = (
             ray.data.from_items([{"video_id": r.video_id, "uri": r.uri} for r in todo])
-            .flat_map(plan_video, fn_kwargs=dict(chunk_frames=config.chunk_frames, overlap=config.overlap,
-                                                 endpoint_url=config.endpoint_url))
+            .flat_map(
+                plan_video,
+                fn_kwargs=dict(
+                    chunk_frames=config.chunk_frames, overlap=config.overlap, endpoint_url=config.endpoint_url
+                ),
+            )
             # Decoding is mostly I/O and single-threaded: half a CPU per task. The distinct resource
             # request also keeps Ray Data from fusing decoding into the inference actor.
             .map(decode_chunk, fn_kwargs=dict(endpoint_url=config.endpoint_url), num_cpus=0.5)
             .map_batches(
                 SegmentActor,
                 fn_constructor_kwargs=dict(
-                    model=config.model, acceleration=settings["acceleration"], task=config.task,
-                    clip_frames=config.clip_frames, score_threshold=config.score_threshold,
+                    model=config.model,
+                    acceleration=settings["acceleration"],
+                    task=config.task,
+                    clip_frames=config.clip_frames,
+                    score_threshold=config.score_threshold,
                     short_side=config.short_side,
                 ),
                 batch_size=1,
@@ -238,6 +264,7 @@ def run_job(config: JobConfig, progress: bool = True) -> dict:
         assemblies: dict[str, VideoAssembly] = {}
         bar = tqdm(total=None, unit="frame", desc="segmenting", disable=not progress)
         for row in dataset.iter_rows():
+            first_output = first_output or time.perf_counter() - begin
             video_id = row["video_id"]
             if video_id not in assemblies:
                 assemblies[video_id] = VideoAssembly(row)
@@ -255,12 +282,38 @@ def run_job(config: JobConfig, progress: bool = True) -> dict:
         bar.close()
         ref_by_id = {r.video_id: r for r in todo}
         for video_id in set(ref_by_id) - set(assemblies):  # produced no row at all
-            manifest.append(_manifest_row(run_id, config, video_id, ref_by_id[video_id].uri, "failed", 0, 0.0,
-                                          "no output produced", 0.0, 0.0, 0.0))
+            manifest.append(
+                _manifest_row(
+                    run_id,
+                    config,
+                    video_id,
+                    ref_by_id[video_id].uri,
+                    "failed",
+                    0,
+                    0.0,
+                    "no output produced",
+                    0.0,
+                    0.0,
+                    0.0,
+                )
+            )
         for video_id, assembly in assemblies.items():
             if assembly is not None:  # stream ended before the video completed
-                manifest.append(_manifest_row(run_id, config, video_id, assembly.uri, "failed", 0, assembly.fps,
-                                              "incomplete: not every frame was produced", 0.0, 0.0, 0.0))
+                manifest.append(
+                    _manifest_row(
+                        run_id,
+                        config,
+                        video_id,
+                        assembly.uri,
+                        "failed",
+                        0,
+                        assembly.fps,
+                        "incomplete: not every frame was produced",
+                        0.0,
+                        0.0,
+                        0.0,
+                    )
+                )
     seconds = time.perf_counter() - begin
     output.write_table(manifest, MANIFEST_SCHEMA, "manifests", f"{run_id}.parquet")
     statuses = [row["status"] for row in manifest]
@@ -273,6 +326,7 @@ def run_job(config: JobConfig, progress: bool = True) -> dict:
         frames=frames_done,
         seconds=seconds,
         frames_per_second=frames_done / seconds if frames_done else 0.0,
+        first_output_seconds=first_output,  # start-up: Ray, planning, loading the model
         token_ratio=sum(token_ratios) / len(token_ratios) if token_ratios else 1.0,
         tca_reassigned=sum(reassigned) / len(reassigned) if reassigned else None,
         failures={row["video_id"]: row["error"] for row in manifest if row["status"] == "failed"},
@@ -286,26 +340,53 @@ def _finish(output: Output, assembly: VideoAssembly, labels, config, run_id, sig
     wall = time.perf_counter() - assembly.started
     timings = (wall, assembly.seconds("decode_seconds"), assembly.seconds("inference_seconds"))
     if assembly.error:
-        manifest.append(_manifest_row(run_id, config, assembly.video_id, assembly.uri, "failed", 0, assembly.fps,
-                                      assembly.error, *timings))
+        manifest.append(
+            _manifest_row(
+                run_id, config, assembly.video_id, assembly.uri, "failed", 0, assembly.fps, assembly.error, *timings
+            )
+        )
         return 0
     masks, frames = assembly.tables(labels)
     output.write_table(frames, FRAMES_SCHEMA, "frames", f"{assembly.video_id}.parquet")
     output.write_table(masks, MASKS_SCHEMA, "masks", f"{assembly.video_id}.parquet")
-    record = dict(video_id=assembly.video_id, uri=assembly.uri, frames=len(frames), fps=assembly.fps,
-                  height=assembly.height, width=assembly.width, masks=len(masks), signature=signature,
-                  model=config.model, settings=config.settings(), run_id=run_id)
+    record = dict(
+        video_id=assembly.video_id,
+        uri=assembly.uri,
+        frames=len(frames),
+        fps=assembly.fps,
+        height=assembly.height,
+        width=assembly.width,
+        masks=len(masks),
+        signature=signature,
+        model=config.model,
+        settings=config.settings(),
+        run_id=run_id,
+    )
     output.commit(assembly.video_id, record)
-    manifest.append(_manifest_row(run_id, config, assembly.video_id, assembly.uri, "ok", len(frames), assembly.fps,
-                                  "", *timings))
+    manifest.append(
+        _manifest_row(run_id, config, assembly.video_id, assembly.uri, "ok", len(frames), assembly.fps, "", *timings)
+    )
     return len(frames)
 
 
 def _manifest_row(run_id, config, video_id, uri, status, frames, fps, error, wall, decode, inference) -> dict:
-    return dict(run_id=run_id, video_id=video_id, video_uri=uri, status=status, frames=frames, fps=fps,
-                error=error, model=config.model, method=config.method, settings=json.dumps(config.settings()),
-                signature=config.signature(), wall_seconds=wall, decode_seconds=decode,
-                inference_seconds=inference, code_version=_code_version())
+    return dict(
+        run_id=run_id,
+        video_id=video_id,
+        video_uri=uri,
+        status=status,
+        frames=frames,
+        fps=fps,
+        error=error,
+        model=config.model,
+        method=config.method,
+        settings=json.dumps(config.settings()),
+        signature=config.signature(),
+        wall_seconds=wall,
+        decode_seconds=decode,
+        inference_seconds=inference,
+        code_version=_code_version(),
+    )
 
 
 def _labels(model: str) -> dict[int, str]:
@@ -349,7 +430,11 @@ def main(argv=None) -> int:
         f"videos: {summary['videos_ok']} ok, {summary['videos_failed']} failed, {summary['videos_skipped']} skipped; "
         f"frames: {summary['frames']} in {summary['seconds']:.1f} s ({summary['frames_per_second']:.2f} frames/s); "
         f"clustered blocks on {summary['token_ratio']:.0%} of tokens"
-        + (f"; TCA reassigned {summary['tca_reassigned']:.1%} per frame" if summary["tca_reassigned"] is not None else "")
+        + (
+            f"; TCA reassigned {summary['tca_reassigned']:.1%} per frame"
+            if summary["tca_reassigned"] is not None
+            else ""
+        )
     )
     for video_id, error in summary["failures"].items():
         print(f"FAILED {video_id}: {error}", file=sys.stderr)

@@ -25,9 +25,7 @@ def overlay(frame: np.ndarray, masks: list[tuple[np.ndarray, int, str]], alpha: 
     for mask, key, _ in masks:
         color = color_of(key)
         image[mask] = (1 - alpha) * image[mask] + alpha * color
-        edge = mask & ~(
-            np.roll(mask, 1, 0) & np.roll(mask, -1, 0) & np.roll(mask, 1, 1) & np.roll(mask, -1, 1)
-        )
+        edge = mask & ~(np.roll(mask, 1, 0) & np.roll(mask, -1, 0) & np.roll(mask, 1, 1) & np.roll(mask, -1, 1))
         image[edge] = color
     picture = Image.fromarray(image.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(picture)

@@ -42,8 +42,21 @@ def plan_video(row: dict, chunk_frames: int, overlap: int, endpoint_url=None) ->
     try:
         info = probe(_open(row["uri"], endpoint_url))
     except Exception as error:  # any failure is this video's, reported and not raised
-        return [dict(base, chunk_index=-1, num_chunks=0, start=0, stop=0, warm_start=0, frames_total=0,
-                     fps=0.0, height=0, width=0, error=str(error) or type(error).__name__)]
+        return [
+            dict(
+                base,
+                chunk_index=-1,
+                num_chunks=0,
+                start=0,
+                stop=0,
+                warm_start=0,
+                frames_total=0,
+                fps=0.0,
+                height=0,
+                width=0,
+                error=str(error) or type(error).__name__,
+            )
+        ]
     starts = list(range(0, info.frames, chunk_frames))
     return [
         dict(
@@ -86,16 +99,29 @@ class SegmentActor:
     processed frame) carry packed masks; `lineage` names the tracker whose local ids they use.
     """
 
-    def __init__(self, model: str, acceleration: dict, task: str, clip_frames: int, score_threshold: float,
-                 short_side: int | None, device: str = "auto"):
+    def __init__(
+        self,
+        model: str,
+        acceleration: dict,
+        task: str,
+        clip_frames: int,
+        score_threshold: float,
+        short_side: int | None,
+        device: str = "auto",
+    ):
         import torch
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
         self.segmenter = VideoSegmenter.from_pretrained(
-            model, device=device, dtype=dtype, acceleration=AccelerationConfig(**acceleration), task=task,
-            score_threshold=score_threshold, short_side=short_side,
+            model,
+            device=device,
+            dtype=dtype,
+            acceleration=AccelerationConfig(**acceleration),
+            task=task,
+            score_threshold=score_threshold,
+            short_side=short_side,
         )
         self.clip_frames = clip_frames
         self.lineages: dict[str, str] = {}
@@ -108,9 +134,23 @@ class SegmentActor:
         return {key: np.array([row[key] for row in rows], dtype=object) for key in rows[0]} if rows else {}
 
     def _chunk(self, chunk: dict) -> list[dict]:
-        video_id, start, stop, warm_start = chunk["video_id"], int(chunk["start"]), int(chunk["stop"]), int(chunk["warm_start"])
-        meta = {k: chunk[k] for k in ("video_id", "uri", "chunk_index", "num_chunks", "start", "stop",
-                                        "frames_total", "fps", "height", "width", "decode_seconds")}
+        video_id, start, warm_start = chunk["video_id"], int(chunk["start"]), int(chunk["warm_start"])
+        meta = {
+            k: chunk[k]
+            for k in (
+                "video_id",
+                "uri",
+                "chunk_index",
+                "num_chunks",
+                "start",
+                "stop",
+                "frames_total",
+                "fps",
+                "height",
+                "width",
+                "decode_seconds",
+            )
+        }
         if chunk["error"]:
             return [dict(meta, **_EMPTY_FRAME, error=str(chunk["error"]))]
         memory = self.segmenter.memories.get(video_id)
@@ -125,8 +165,15 @@ class SegmentActor:
             for offset in range(0, len(frames), self.clip_frames):
                 clip = Clip(video_id, first + offset, np.ascontiguousarray(frames[offset : offset + self.clip_frames]))
                 for result in self.segmenter.process([clip])[0]:
-                    rows.append(dict(meta, **_frame_fields(result), warm=result.frame_index < start,
-                                     lineage=self.lineages[video_id], error=""))
+                    rows.append(
+                        dict(
+                            meta,
+                            **_frame_fields(result),
+                            warm=result.frame_index < start,
+                            lineage=self.lineages[video_id],
+                            error="",
+                        )
+                    )
         except Exception as error:  # e.g. out of memory on a huge frame: this video fails, others go on
             self.segmenter.drop(video_id)
             return [dict(meta, **_EMPTY_FRAME, error=f"inference: {error}")]
@@ -139,9 +186,21 @@ class SegmentActor:
         return rows
 
 
-_EMPTY_FRAME = dict(frame_index=-1, warm=False, lineage="", instance_ids=[], category_ids=[], category_names=[],
-                    scores=[], masks=b"", label_map=b"", tca_reset=None, tca_reassigned=None, token_ratio=1.0,
-                    inference_seconds=0.0)
+_EMPTY_FRAME = dict(
+    frame_index=-1,
+    warm=False,
+    lineage="",
+    instance_ids=[],
+    category_ids=[],
+    category_names=[],
+    scores=[],
+    masks=b"",
+    label_map=b"",
+    tca_reset=None,
+    tca_reassigned=None,
+    token_ratio=1.0,
+    inference_seconds=0.0,
+)
 
 
 def _frame_fields(result) -> dict:

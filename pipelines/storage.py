@@ -48,7 +48,9 @@ def list_videos(prefix: str, include=VIDEO_PATTERNS, exclude=(), endpoint_url=No
     refs = []
     for path in sorted(fs.find(root)):
         relative = path[len(root.rstrip("/")) + 1 :]
-        if any(fnmatch.fnmatch(relative, g) for g in include) and not any(fnmatch.fnmatch(relative, g) for g in exclude):
+        if any(fnmatch.fnmatch(relative, g) for g in include) and not any(
+            fnmatch.fnmatch(relative, g) for g in exclude
+        ):
             refs.append(VideoRef(relative, scheme + path))
     return refs
 

@@ -68,9 +68,7 @@ def tracks_from_frames(video: str, frames: list[list[tuple[int, int, float, np.n
             masks[instance_id][t] = mask
             categories[instance_id][category_id] += 1
             scores[instance_id].append(score)
-    return [
-        Track(video, categories[i].most_common(1)[0][0], masks[i], float(np.mean(scores[i]))) for i in masks
-    ]
+    return [Track(video, categories[i].most_common(1)[0][0], masks[i], float(np.mean(scores[i]))) for i in masks]
 
 
 def video_ap(truth: list[Track], predictions: list[Track]) -> dict:

@@ -113,7 +113,9 @@ class AcceleratedSwinBackbone(nn.Module):
         windows = window_partition(grid_x, w).view(batch, -1, w * w, channels)
         valid = torch.ones(height, width, dtype=torch.bool, device=hidden.device)
         valid = F.pad(valid, (0, pad_w, 0, pad_h))
-        geometry = clustering.window_geometry(window_partition(valid[None, :, :, None], w)[..., 0], cfg.grid, cfg.radius)
+        geometry = clustering.window_geometry(
+            window_partition(valid[None, :, :, None], w)[..., 0], cfg.grid, cfg.radius
+        )
 
         tokens = windows.float()
         signature = (height, width, channels, w, cfg.grid, cfg.radius)

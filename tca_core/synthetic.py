@@ -1,6 +1,7 @@
 """Generated videos with exact ground truth: the embedded model's training and evaluation data.
 
-`SyntheticVideo(seed)` is a deterministic scene of shapes (the CATEGORIES) that move, hold still,
+`SyntheticVideo(seed)` is a deterministic scene of shapes (the CATEGORIES, each with its own shape
+and color family) that move, hold still,
 rush, rotate, scale, occlude each other and enter or leave, over a textured background with
 lighting changes, camera jitter and sensor noise. `frame(t)` renders frame t and returns its exact
 per-object visible masks, categories and track ids.
@@ -16,6 +17,7 @@ from PIL import Image, ImageDraw
 
 CATEGORIES = {0: "background", 1: "disc", 2: "square", 3: "triangle", 4: "star"}
 THING_CATEGORIES = (1, 2, 3, 4)
+CATEGORY_HUES = {1: 0.0, 2: 0.25, 3: 0.5, 4: 0.75}
 JITTER = 6  # pixels of camera jitter at most, each way
 
 
@@ -68,7 +70,7 @@ class SyntheticVideo:
             center = track.positions[t] + (dy, dx)
             mask = _shape_mask(track.category_id, center, track.radii[t], track.angles[t], self.height, self.width)
             shade = 0.85 + 0.15 * np.linspace(-1, 1, self.width)[None, :] * math.cos(track.angles[t])
-            image[mask] = (track.color[None, :] * shade[:, :, None].repeat(self.height, 0)[mask])
+            image[mask] = track.color[None, :] * shade[:, :, None].repeat(self.height, 0)[mask]
             drawn.append((track, mask))
         image = image * self.lighting[t]
         rng = np.random.default_rng((self.seed, t))
@@ -112,8 +114,10 @@ def _background(rng, height: int, width: int) -> np.ndarray:
 def _track(rng, track_id: int, num_frames: int, height: int, width: int) -> _Track:
     """A random object and its path: holds, slow moves and fast moves; may enter or leave."""
     category = int(rng.choice(THING_CATEGORIES))
-    hue = rng.uniform(0, 1)
-    color = 255 * np.array([_hue_channel(hue + shift) for shift in (0, 2 / 3, 1 / 3)])
+    # Each category has its own color family (as real classes differ in appearance, not only in
+    # outline): hue around a per-category center, with jitter and a random brightness.
+    hue = CATEGORY_HUES[category] + rng.uniform(-0.06, 0.06)
+    color = 255 * rng.uniform(0.7, 1.0) * np.array([_hue_channel(hue + shift) for shift in (0, 2 / 3, 1 / 3)])
     radius0 = rng.uniform(0.08, 0.2) * min(height, width)
 
     def point(outside: bool):

@@ -14,7 +14,9 @@ from scipy.optimize import linear_sum_assignment
 from .memory import TrackState
 
 
-def track_frame(state: TrackState, embeddings: torch.Tensor, detected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def track_frame(
+    state: TrackState, embeddings: torch.Tensor, detected: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Match one frame's queries to the video's slots and update `state`.
 
     embeddings: (Q, D) query embeddings; detected: (Q,) bool, queries that are instances this frame.

@@ -1,6 +1,6 @@
 """Train the embedded model: a small Swin Mask2Former on generated videos (tca_core.synthetic).
 
-    python -m tca_core.train --out runs/embedded            # about 65 minutes on 2 CPU cores
+    python -m tca_core.train --out runs/embedded            # about 55 minutes on 2 CPU cores
     python -m tca_core.train --out runs/embedded --resume   # continue after an interruption
 
 Seeded and resumable: a checkpoint (model, optimizer, step, random states) is written atomically
@@ -113,7 +113,10 @@ def train(out: Path, steps: int, batch_size: int, lr: float, seed: int, resume: 
             window_loss = []
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             state = dict(
-                model=model.state_dict(), optimizer=optimizer.state_dict(), step=step + 1, torch_rng=torch.get_rng_state()
+                model=model.state_dict(),
+                optimizer=optimizer.state_dict(),
+                step=step + 1,
+                torch_rng=torch.get_rng_state(),
             )
             torch.save(state, checkpoint_path.with_suffix(".tmp"))
             checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
@@ -132,7 +135,7 @@ def export(model, directory: Path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Train the embedded Swin Mask2Former on generated videos")
     parser.add_argument("--out", type=Path, default=Path("runs/embedded"))
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=2400)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=0)

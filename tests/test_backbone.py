@@ -25,8 +25,10 @@ def _record_attention_lengths(backbone, stage):
     lengths = {}
     blocks = backbone.backbone.swin.encoder.layers[stage - 1].blocks
     for index, block in enumerate(blocks):
+
         def hook(module, args, index=index):
             lengths[index] = args[0].shape[-2]
+
         block.attention.q_proj.register_forward_pre_hook(hook)
     return lengths
 

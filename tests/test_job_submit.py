@@ -31,19 +31,50 @@ def test_job_submission_to_a_local_cluster(small_config, tmp_path):
     ray = Path(sys.executable).with_name("ray")
     port, dashboard = _free_port(), _free_port()
     head = subprocess.Popen(
-        [ray, "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
-         f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            ray,
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=true",
+            f"--dashboard-port={dashboard}",
+            "--dashboard-host=127.0.0.1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         address = f"http://127.0.0.1:{dashboard}"
         submitted = None
         for _ in range(60):  # the dashboard takes a few seconds to accept jobs
             submitted = subprocess.run(
-                [ray, "job", "submit", "--address", address, "--working-dir", ".", "--",
-                 "python", "-m", "pipelines.nightly", "--input", str(tmp_path / "in"), "--output",
-                 str(tmp_path / "out"), "--model", str(tmp_path / "model"), "--score-threshold", "0"],
-                cwd=REPO, capture_output=True, text=True,
+                [
+                    ray,
+                    "job",
+                    "submit",
+                    "--address",
+                    address,
+                    "--working-dir",
+                    ".",
+                    "--",
+                    "python",
+                    "-m",
+                    "pipelines.nightly",
+                    "--input",
+                    str(tmp_path / "in"),
+                    "--output",
+                    str(tmp_path / "out"),
+                    "--model",
+                    str(tmp_path / "model"),
+                    "--score-threshold",
+                    "0",
+                ],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
             )
             if "Job 'raysubmit" in submitted.stdout or "succeeded" in submitted.stdout:
                 break

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -20,7 +21,13 @@ from pipelines.video_io import write_mp4
 from tca_core.synthetic import moving_disc_clip
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
-SAMPLE_FRAMES = {"bottle-detection.mp4": 1189, "car-detection.mp4": 377, "milk.mkv": 51, "walk.mkv": 89}
+# name: (frames, height, width)
+SAMPLES = {
+    "bottle-detection.mp4": (1189, 360, 640),
+    "car-detection.mp4": (377, 432, 768),
+    "milk.mkv": (51, 480, 640),
+    "walk.mkv": (89, 480, 640),
+}
 
 
 def _free_port() -> int:
@@ -63,32 +70,40 @@ def tiny_model(small_config, tmp_path_factory):
 def _s3_archive(endpoint: str) -> str:
     fs, _ = filesystem("s3://archive/", endpoint)
     fs.mkdir("archive")
-    for name in SAMPLE_FRAMES:
+    for name in SAMPLES:
         prefix = "cams/" if name.endswith(".mkv") else ""
         fs.put_file(str(VIDEOS / name), f"archive/videos/{prefix}{name}")
-    fs.pipe_file("archive/videos/corrupt.mp4", (VIDEOS / "walk.mkv").read_bytes()[:20000])
+    fs.pipe_file("archive/videos/corrupt.mp4", np.random.default_rng(0).bytes(50_000))  # not a video at all
     fs.pipe_file("archive/videos/readme.txt", b"not a video")
     return "s3://archive/videos/"
 
 
 def test_archive_on_s3_every_frame_corrupt_reported_rerun_skips(s3, local_ray, tiny_model):
     config = JobConfig(
-        input=_s3_archive(s3), output="s3://archive/runs/night1/", endpoint_url=s3, model=tiny_model,
-        short_side=48, chunk_frames=256, clip_frames=16, score_threshold=0.0,
+        input=_s3_archive(s3),
+        output="s3://archive/runs/night1/",
+        endpoint_url=s3,
+        model=tiny_model,
+        short_side=48,
+        chunk_frames=256,
+        clip_frames=16,
+        task="semantic",
     )
     summary = run_job(config, progress=False)
     assert summary["videos_ok"] == 4 and summary["videos_failed"] == 1, summary
     assert "corrupt.mp4" in summary["failures"] and "decode" in summary["failures"]["corrupt.mp4"]
     fs, root = filesystem(config.output, s3)
-    for name, count in SAMPLE_FRAMES.items():
+    for name, (count, height, width) in SAMPLES.items():
         video_id = ("cams/" if name.endswith(".mkv") else "") + name
         frames = pq.read_table(join(root, "frames", f"{video_id}.parquet"), filesystem=fs)
         assert sorted(frames.column("frame_index").to_pylist()) == list(range(count))
         masks = pq.read_table(join(root, "masks", f"{video_id}.parquet"), filesystem=fs)
         assert set(masks.column("frame_index").to_pylist()) == set(range(count))  # every frame has masks
         decoded = decode_frames(masks.slice(0, 50))
-        height, width = masks.column("height")[0].as_py(), masks.column("width")[0].as_py()
-        assert all(m.shape == (height, width) for f in decoded.values() for *_, m in f.instances)
+        assert set(masks.column("height").to_pylist()) == {height}
+        assert set(masks.column("width").to_pylist()) == {width}
+        assert decoded and all(m.shape == (height, width) for f in decoded.values() for *_, m in f.semantic)
+        assert all(f.label_map(height, width).shape == (height, width) for f in decoded.values())
         record = json.loads(fs.cat_file(join(root, "_commits", f"{video_id}.json")))
         assert record["frames"] == count
     manifest = pq.read_table(join(root, "manifests", f"{summary['run_id']}.parquet"), filesystem=fs).to_pylist()
@@ -111,10 +126,19 @@ def test_chunked_run_matches_unchunked(local_ray, disc_model, tmp_path):
     archive = _disc_archive(tmp_path / "in")
     runs = {}
     for name, chunk in (("whole", 1000), ("chunked", 8)):
-        config = JobConfig(input=str(archive), output=str(tmp_path / name), model=str(model_dir), chunk_frames=chunk,
-                           overlap=3, clip_frames=4)
+        config = JobConfig(
+            input=str(archive),
+            output=str(tmp_path / name),
+            model=str(model_dir),
+            chunk_frames=chunk,
+            overlap=3,
+            clip_frames=4,
+        )
         assert run_job(config, progress=False)["videos_ok"] == 2
-        runs[name] = {v: decode_frames(pq.read_table(tmp_path / name / "masks" / f"{v}.parquet")) for v in ("disc0.mp4", "disc1.mp4")}
+        runs[name] = {
+            v: decode_frames(pq.read_table(tmp_path / name / "masks" / f"{v}.parquet"))
+            for v in ("disc0.mp4", "disc1.mp4")
+        }
     for video, whole in runs["whole"].items():
         chunked = runs["chunked"][video]
         assert sorted(whole) == sorted(chunked) == list(range(30))
@@ -133,8 +157,21 @@ def test_killed_run_leaves_no_half_written_video_and_resumes(tiny_model, tmp_pat
         frames, _ = moving_disc_clip(40, 64, 96, seed=seed)
         write_mp4(archive / f"v{seed}.mp4", frames, fps=10)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "pipelines.nightly", "--input", str(archive), "--output", str(out),
-               "--model", tiny_model, "--chunk-frames", "10", "--score-threshold", "0"]
+    command = [
+        sys.executable,
+        "-m",
+        "pipelines.nightly",
+        "--input",
+        str(archive),
+        "--output",
+        str(out),
+        "--model",
+        tiny_model,
+        "--chunk-frames",
+        "10",
+        "--score-threshold",
+        "0",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline and not list((out / "_commits").glob("*.json")):
@@ -159,8 +196,9 @@ def test_exit_status_reports_failures(local_ray, tiny_model, tmp_path, capsys):
     archive.mkdir()
     (archive / "empty.mp4").write_bytes(b"")
     shutil.copy(VIDEOS / "milk.mkv", archive / "milk.mkv")
-    code = main(["--input", str(archive), "--output", str(tmp_path / "out"), "--model", tiny_model,
-                 "--short-side", "32"])
+    code = main(
+        ["--input", str(archive), "--output", str(tmp_path / "out"), "--model", tiny_model, "--short-side", "32"]
+    )
     printed = capsys.readouterr()
     assert code == 1
     assert "1 ok, 1 failed" in printed.out and "FAILED empty.mp4" in printed.err

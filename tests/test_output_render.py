@@ -50,7 +50,9 @@ def test_tables_and_render(tmp_path):
     assert pq.read_table(tmp_path / "frames.parquet").schema.equals(FRAMES_SCHEMA)
     decoded = decode_frames(masks)
     for t, frame in enumerate(objects):
-        assert sorted((i, c) for i, c, _, _, _ in decoded[t].instances) == sorted((o.track_id, o.category_id) for o in frame)
+        assert sorted((i, c) for i, c, _, _, _ in decoded[t].instances) == sorted(
+            (o.track_id, o.category_id) for o in frame
+        )
         for instance_id, _, _, _, mask in decoded[t].instances:
             truth = next(o for o in frame if o.track_id == instance_id)
             assert np.array_equal(mask, truth.mask)

@@ -1,0 +1,92 @@
+"""Pipeline efficiency: frames/s of the nightly job divided by frames/s of the model alone, same frames.
+
+The model alone: a VideoSegmenter in this process segments frames already decoded into memory, clip
+by clip, with the job's settings. The job: `run_job` on the same videos with local Ray (decoding,
+RLE, Parquet and commits included). Both run in one invocation, one after the other.
+
+    python benchmarks/pipeline_efficiency.py --videos milk.mkv walk.mkv car-detection.mp4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from pipelines.nightly import JobConfig, run_job
+from pipelines.video_io import open_video, probe, read_frames
+from tca_core.config import AccelerationConfig
+from tca_core.model import EMBEDDED_MODEL
+from tca_core.segmenter import Clip, VideoSegmenter
+
+SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+
+
+def model_alone(paths: list[Path], config: JobConfig) -> tuple[int, float]:
+    segmenter = VideoSegmenter.from_pretrained(
+        config.model,
+        acceleration=AccelerationConfig(method=config.method),
+        task=config.task,
+        score_threshold=config.score_threshold,
+        short_side=config.short_side,
+    )
+    frames = {
+        path.name: read_frames(reader, 0, probe(reader).frames) for path in paths for reader in [open_video(path)]
+    }
+    segmenter.process([Clip("warm-up", 0, next(iter(frames.values()))[:1])])
+    segmenter.drop("warm-up")
+    begin, count = time.perf_counter(), 0
+    for name, video in frames.items():
+        for start in range(0, len(video), config.clip_frames):
+            count += len(segmenter.process([Clip(name, start, video[start : start + config.clip_frames])])[0])
+        segmenter.drop(name)
+    return count, time.perf_counter() - begin
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", nargs="+", default=["milk.mkv", "walk.mkv", "car-detection.mp4"])
+    parser.add_argument("--video-dir", type=Path, default=SHARED_VIDEOS)
+    parser.add_argument("--model", default=str(EMBEDDED_MODEL))
+    parser.add_argument("--method", default="tca")
+    parser.add_argument("--short-side", type=int, default=224)
+    parser.add_argument("--out", type=Path, default=Path("out/bench"))
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as work:
+        archive = Path(work) / "videos"
+        archive.mkdir()
+        for name in args.videos:
+            (archive / name).symlink_to((args.video_dir / name).resolve())
+        config = JobConfig(
+            input=str(archive),
+            output=str(Path(work) / "out"),
+            model=args.model,
+            method=args.method,
+            short_side=args.short_side,
+        )
+        frames, seconds = model_alone(sorted(archive.iterdir()), config)
+        summary = run_job(config)
+    model_fps = frames / seconds
+    steady = summary["frames"] / (summary["seconds"] - summary["first_output_seconds"])
+    report = dict(
+        videos=args.videos,
+        frames=frames,
+        method=args.method,
+        short_side=args.short_side,
+        model_alone_fps=model_fps,
+        job_fps_end_to_end=summary["frames_per_second"],
+        job_fps_after_start=steady,
+        job_start_seconds=summary["first_output_seconds"],
+        efficiency_end_to_end=summary["frames_per_second"] / model_fps,
+        efficiency_after_start=steady / model_fps,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "pipeline_efficiency.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
