@@ -17,6 +17,7 @@ from tca_core.segmenter import VideoSegmenter
 from tca_core.synthetic import CATEGORIES, SyntheticVideo
 from tca_core.train import HELD_OUT_SEED
 
+from .export import youtube_vis_results
 from .generate import write_generated
 from . import nightly
 from .nightly import JobConfig, run_job
@@ -119,6 +120,14 @@ def render_command(args) -> int:
     return 0
 
 
+def export_command(args) -> int:
+    """Write a run's committed videos as YouTube-VIS results JSON."""
+    exported = youtube_vis_results(args.output, args.endpoint_url)
+    args.out.write_text(json.dumps(exported))
+    print(f"{len(exported['results'])} tracks of {len(exported['videos'])} videos -> {args.out}")
+    return 0
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["run"]:  # the nightly job, with its own options (python -m pipelines.nightly --help)
@@ -163,6 +172,12 @@ def main(argv=None) -> int:
     sub.add_argument("--out", type=Path, required=True)
     sub.add_argument("--name", default="overlay")
     sub.set_defaults(handler=render_command)
+
+    sub = commands.add_parser("export-ytvis", help="a run's output as YouTube-VIS results JSON")
+    sub.add_argument("output", help="the run's output prefix")
+    sub.add_argument("--out", type=Path, required=True)
+    sub.add_argument("--endpoint-url")
+    sub.set_defaults(handler=export_command)
 
     args = parser.parse_args(argv)
     return args.handler(args)

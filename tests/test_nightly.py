@@ -14,10 +14,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.export import youtube_vis_results
 from pipelines.nightly import JobConfig, main, run_job
 from pipelines.output import decode_frames
 from pipelines.storage import filesystem, join
 from pipelines.video_io import write_mp4
+from tca_core import rle
 from tca_core.synthetic import moving_disc_clip
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
@@ -149,6 +151,13 @@ def test_chunked_run_matches_unchunked(local_ray, disc_model, tmp_path):
             assert (a & b).sum() / (a | b).sum() > 0.9
             pairs.add((a_id, b_id))
         assert len(pairs) == 1  # one id throughout, in both runs
+
+    exported = youtube_vis_results(str(tmp_path / "chunked"))
+    assert [v["name"] for v in exported["videos"]] == ["disc0.mp4", "disc1.mp4"]
+    assert [r["video_id"] for r in exported["results"]] == [1, 2]
+    for result in exported["results"]:
+        assert result["category_id"] == 0 and all(s is not None for s in result["segmentations"])
+        assert rle.decode(result["segmentations"][5]).shape == (64, 96)
 
 
 def test_killed_run_leaves_no_half_written_video_and_resumes(tiny_model, tmp_path):
