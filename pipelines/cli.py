@@ -17,9 +17,9 @@ from tca_core.segmenter import VideoSegmenter
 from tca_core.synthetic import CATEGORIES, SyntheticVideo
 from tca_core.train import HELD_OUT_SEED
 
+from . import nightly
 from .export import youtube_vis_results
 from .generate import write_generated
-from . import nightly
 from .nightly import JobConfig, run_job
 from .output import decode_frames, read_masks
 from .render import render
@@ -52,6 +52,7 @@ def demo(args) -> int:
         task="both",
         clip_frames=args.clip_frames,
         force=True,
+        ray_address="local",  # a Ray instance of its own, whatever else runs on the machine
     )
     summary = run_job(config)
     if summary["videos_ok"] != 1:
@@ -71,7 +72,11 @@ def demo(args) -> int:
         print(line)
     if seed is not None:
         accuracy = _accuracy_against_truth(seed, args.frames, masks)
-        print(f"accuracy on this generated video: mIoU {accuracy['miou']:.3f}, video AP {accuracy['ap']:.3f}")
+        per_class = ", ".join(f"{name} {iou:.2f}" for name, iou in accuracy["per_class_iou"].items())
+        print(
+            f"accuracy on this generated video: mIoU {accuracy['miou']:.3f} ({per_class}), video AP {accuracy['ap']:.3f}"
+        )
+        print("(one video: a class it lacks but the model predicts on a few pixels scores 0; see docs/model_card.md)")
     print(f"output: {out / 'masks'}, {out / 'frames'}, {out / 'manifests'}")
     print(f"rendered: {overlay_path}, {sheet_path}")
     return 0

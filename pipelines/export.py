@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from functools import partial
 
 import pyarrow.parquet as pq
 
@@ -30,7 +31,7 @@ def youtube_vis_results(output_uri: str, endpoint_url: str | None = None) -> dic
             )
         )
         table = pq.read_table(join(output.root, "masks", f"{record['video_id']}.parquet"), filesystem=output.fs)
-        tracks = defaultdict(lambda: dict(categories=Counter(), scores=[], segmentations=[None] * record["frames"]))
+        tracks = defaultdict(partial(_empty_track, record["frames"]))
         for row in table.to_pylist():
             if row["instance_id"] is None:
                 continue  # semantic rows are not instances
@@ -51,3 +52,7 @@ def youtube_vis_results(output_uri: str, endpoint_url: str | None = None) -> dic
                 )
             )
     return dict(videos=videos, results=results)
+
+
+def _empty_track(frames: int) -> dict:
+    return dict(categories=Counter(), scores=[], segmentations=[None] * frames)

@@ -416,7 +416,10 @@ def parse_args(argv=None) -> JobConfig:
     parser.add_argument("--cpus-per-actor", type=float, default=defaults.cpus_per_actor)
     parser.add_argument("--gpus-per-actor", type=float, default=defaults.gpus_per_actor, help="fractions allowed")
     parser.add_argument("--force", action="store_true", help="recompute videos already committed")
-    parser.add_argument("--ray-address", help="an existing cluster (default: local, or the job's cluster)")
+    parser.add_argument(
+        "--ray-address",
+        help="a cluster to join (default: the submitted job's cluster, one started on this machine, or a new local one)",
+    )
     args = parser.parse_args(argv)
     if args.chunk_frames < 1 or args.overlap < 0 or args.clip_frames < 1:
         parser.error("--chunk-frames and --clip-frames must be >= 1, --overlap >= 0")

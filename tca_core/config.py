@@ -61,7 +61,7 @@ class AccelerationConfig:
     def accelerated(self) -> bool:
         return self.method != "none"
 
-    def resolved(self, window_size: int, depths: list[int]) -> "AccelerationConfig":
+    def resolved(self, window_size: int, depths: list[int]) -> AccelerationConfig:
         """This config with defaults filled in and checked against a Swin backbone's shape."""
         if self.stage > len(depths):
             raise ValueError(f"stage={self.stage} but the backbone has {len(depths)} stages")
@@ -74,7 +74,7 @@ class AccelerationConfig:
             raise ValueError(f"grid={grid} must not exceed the window size {window_size}")
         return replace(self, alpha=alpha, grid=grid)
 
-    def with_method(self, method: str) -> "AccelerationConfig":
+    def with_method(self, method: str) -> AccelerationConfig:
         return replace(self, method=method)
 
     def to_dict(self) -> dict:

@@ -82,7 +82,7 @@ class VideoMemory:
         return tensors, metadata
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], metadata: dict[str, str], device=None) -> "VideoMemory":
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], metadata: dict[str, str], device=None) -> VideoMemory:
         def get(key):
             value = tensors.get(key)
             return None if value is None else value.to(device)
@@ -105,7 +105,7 @@ class VideoMemory:
         return save_safetensors(tensors, metadata=metadata)
 
     @classmethod
-    def from_bytes(cls, data: bytes, device=None) -> "VideoMemory":
+    def from_bytes(cls, data: bytes, device=None) -> VideoMemory:
         # The safetensors format: an 8-byte little-endian header length, then a JSON header that
         # carries the string metadata under "__metadata__".
         header_size = int.from_bytes(data[:8], "little")

@@ -97,7 +97,7 @@ class VideoSegmenter:
         self.thing = torch.tensor(thing, device=self.device)
 
     @classmethod
-    def from_pretrained(cls, source, device="cpu", dtype=torch.float32, **kwargs) -> "VideoSegmenter":
+    def from_pretrained(cls, source, device="cpu", dtype=torch.float32, **kwargs) -> VideoSegmenter:
         """Load a checkpoint (local directory or hub id); normalisation comes from its preprocessor config."""
         preprocessor = Path(source) / "preprocessor_config.json"
         if preprocessor.is_file():

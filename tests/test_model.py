@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import smooth_video
 from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, ResNetConfig
 
-from helpers import smooth_video
 from tca_core.config import AccelerationConfig
 from tca_core.model import load_model
 from tca_core.segmenter import Clip, VideoSegmenter

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from helpers import random_frames, smooth_video
+
 from tca_core.config import AccelerationConfig
 from tca_core.memory import ClusterMemory, MemoryBank, VideoMemory
 from tca_core.model import accelerate, build_model

@@ -55,7 +55,9 @@ def s3():
 def local_ray(s3):
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # after s3: workers inherit its env
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, log_to_driver=False
+    )  # after s3: workers inherit its env
     yield
     ray.shutdown()
 

@@ -1,10 +1,13 @@
 """`ray job submit --working-dir . -- python -m pipelines.nightly ...` against a real local cluster."""
 
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +33,17 @@ def test_job_submission_to_a_local_cluster(small_config, tmp_path):
     write_mp4(tmp_path / "in" / "clip.mp4", frames, fps=10)
     ray = Path(sys.executable).with_name("ray")
     port, dashboard = _free_port(), _free_port()
+    # Ray >= 2.59 turns on token authentication for local clusters; give head and client the same token.
+    # The job's `python` is the head's: the virtual environment's, as on a node where the project is installed.
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=secrets.token_hex(32),
+    )
+    # A temp dir of its own keeps the cluster's address file from leaking into later `ray.init()` calls
+    # (short, for Ray's unix socket paths).
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     head = subprocess.Popen(
         [
             ray,
@@ -41,15 +55,17 @@ def test_job_submission_to_a_local_cluster(small_config, tmp_path):
             "--include-dashboard=true",
             f"--dashboard-port={dashboard}",
             "--dashboard-host=127.0.0.1",
+            f"--temp-dir={temp_dir}",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        env=env,
     )
     try:
         address = f"http://127.0.0.1:{dashboard}"
         submitted = None
-        for _ in range(60):  # the dashboard takes a few seconds to accept jobs
+        for _ in range(30):  # the dashboard takes a few seconds to accept jobs
             submitted = subprocess.run(
                 [
                     ray,
@@ -75,8 +91,9 @@ def test_job_submission_to_a_local_cluster(small_config, tmp_path):
                 cwd=REPO,
                 capture_output=True,
                 text=True,
+                env=env,
             )
-            if "Job 'raysubmit" in submitted.stdout or "succeeded" in submitted.stdout:
+            if "Job 'raysubmit" in submitted.stdout or "ConnectionError" not in submitted.stderr:
                 break
             time.sleep(2)
         assert "succeeded" in submitted.stdout, submitted.stdout[-3000:] + submitted.stderr[-3000:]
@@ -86,3 +103,4 @@ def test_job_submission_to_a_local_cluster(small_config, tmp_path):
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=60)
+        shutil.rmtree(temp_dir, ignore_errors=True)
