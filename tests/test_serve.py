@@ -1,0 +1,332 @@
+"""The Ray Serve application (deploy/serve_app.py) on local Ray, called over real HTTP on 127.0.0.1."""
+
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import requests
+import yaml
+
+from pipelines.video_io import write_mp4
+from tca_core import rle
+from tca_core.synthetic import SyntheticVideo, moving_disc_clip
+from tca_core.train import HELD_OUT_SEED
+
+REPO = Path(__file__).resolve().parents[1]
+HEIGHT, WIDTH = 64, 96
+LIMITS = dict(max_upload_bytes=200_000, max_frames=24, max_pixels=HEIGHT * WIDTH)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _clip(path: Path, num_frames: int, seed: int = 0, height: int = HEIGHT, width: int = WIDTH) -> bytes:
+    frames, _ = moving_disc_clip(num_frames, height, width, seed=seed)
+    write_mp4(path, frames, fps=10)
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A real S3 API (moto's server) on localhost, with a clip in s3://clips/in/."""
+    from moto.server import ThreadedMotoServer
+
+    from pipelines.storage import filesystem
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    endpoint = f"http://127.0.0.1:{port}"
+    yield endpoint, filesystem("s3://clips/", endpoint)[0]
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def service(small_config, tmp_path_factory, s3):
+    """The application with a tiny random-weight model and small limits; yields (base URL, data dir)."""
+    import ray
+    from ray import serve
+
+    from deploy.serve_app import NightlyJobs, SegmentService, ServiceOptions
+    from tca_core.model import build_model
+
+    root = tmp_path_factory.mktemp("serve")
+    build_model(small_config, seed=0).save_pretrained(root / "model")
+    (root / "clips").mkdir()
+    endpoint, fs = s3
+    fs.mkdir("clips")
+    fs.pipe_file("clips/in/clip.mp4", _clip(root / "clips" / "s3.mp4", 6, seed=5))
+    options = ServiceOptions(
+        model=str(root / "model"),
+        task="both",
+        score_threshold=0.0,  # a random-weight model: report every query's mask
+        torch_threads=1,
+        batch_wait_timeout_s=0.2,
+        input_prefixes=[str(root / "clips"), "s3://clips/in/"],
+        output_prefixes=[str(root / "out")],
+        endpoint_url=endpoint,
+        job=dict(cpus_per_actor=0.5, chunk_frames=8, clip_frames=4),
+        **LIMITS,
+    )
+    port = _free_port()
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)  # after s3: env inherited
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    # Small bounds so that a burst of requests overflows them; the 503's Retry-After is the shipped default.
+    deployment = SegmentService.options(
+        ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=4, max_queued_requests=4
+    )
+    serve.run(deployment.bind(options, NightlyJobs.bind(1)), name="tca", route_prefix="/")
+    yield f"http://127.0.0.1:{port}", root
+    serve.shutdown()
+    ray.shutdown()
+
+
+def _upload(base: str, data: bytes, **params) -> requests.Response:
+    return requests.post(
+        f"{base}/segment/upload",
+        data=data,
+        params=params,
+        headers={"Content-Type": "application/octet-stream"},
+        timeout=120,
+    )
+
+
+def _check_masks(frame: dict):
+    """Every mask decodes to the frame size and agrees with its area and box; semantic masks tile the frame."""
+    for mask in frame["instances"] + frame["semantic"]:
+        decoded = rle.decode(mask["rle"])
+        assert decoded.shape == (HEIGHT, WIDTH) and mask["rle"]["size"] == [HEIGHT, WIDTH]
+        assert mask["area"] == decoded.sum()
+        ys, xs = np.nonzero(decoded)
+        if len(xs):
+            assert mask["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+        assert mask["category"] in ("disc", "square")
+    coverage = sum(rle.decode(mask["rle"]).astype(int) for mask in frame["semantic"])
+    assert (coverage == 1).all()
+
+
+def test_health_and_openapi(service):
+    base, _ = service
+    health = requests.get(f"{base}/healthz", timeout=30).json()
+    assert health["status"] == "ok" and health["method"] == "tca" and health["device"] == "cpu"
+    paths = requests.get(f"{base}/openapi.json", timeout=30).json()["paths"]
+    assert {"/segment", "/segment/upload", "/jobs", "/jobs/{job_id}", "/healthz", "/stats"} <= set(paths)
+    assert "application/octet-stream" in paths["/segment/upload"]["post"]["requestBody"]["content"]
+    assert requests.get(f"{base}/docs", timeout=30).status_code == 200
+
+
+def test_segment_by_uri_returns_coco_rle_masks(service):
+    base, root = service
+    _clip(root / "clips" / "a.mp4", 10, seed=1)
+    response = requests.post(f"{base}/segment", json={"uri": str(root / "clips" / "a.mp4")}, timeout=120)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["height"], body["width"], body["continued"]) == (HEIGHT, WIDTH, False)
+    assert [f["frame_index"] for f in body["frames"]] == list(range(10))
+    assert sum(len(f["instances"]) for f in body["frames"]) > 0
+    for frame in body["frames"]:
+        _check_masks(frame)
+        assert all(
+            set(i) >= {"id", "category_id", "category", "score", "bbox", "area", "rle"} for i in frame["instances"]
+        )
+    assert body["batch_sizes"] and len(body["batch_sizes"]) == 2  # clips of 8 frames: 8 + 2
+
+
+def test_segment_from_s3_and_upload(service):
+    base, root = service
+    from_s3 = requests.post(f"{base}/segment", json={"uri": "s3://clips/in/clip.mp4"}, timeout=120)
+    assert from_s3.status_code == 200, from_s3.text
+    uploaded = _upload(base, (root / "clips" / "s3.mp4").read_bytes())
+    assert uploaded.status_code == 200, uploaded.text
+    for body in (from_s3.json(), uploaded.json()):
+        assert [f["frame_index"] for f in body["frames"]] == list(range(6))
+        for frame in body["frames"]:
+            _check_masks(frame)
+    # The same bytes, the same model and a fresh memory each time: the same semantic masks.
+    assert [f["semantic"] for f in from_s3.json()["frames"]] == [f["semantic"] for f in uploaded.json()["frames"]]
+
+
+def test_video_memory_continues_on_the_replica_and_restarts_otherwise(service, tmp_path):
+    base, _ = service
+    frames, _ = moving_disc_clip(30, HEIGHT, WIDTH, seed=2)
+    write_mp4(tmp_path / "first.mp4", frames[0:6], fps=10)
+    write_mp4(tmp_path / "second.mp4", frames[4:12], fps=10)  # 2 overlap frames, then frames 6..11
+    write_mp4(tmp_path / "later.mp4", frames[18:26], fps=10)  # after a gap: 2 warm-up frames, then 20..25
+
+    first = _upload(base, (tmp_path / "first.mp4").read_bytes(), video_id="cam/1", start_frame=0).json()
+    second = _upload(
+        base, (tmp_path / "second.mp4").read_bytes(), video_id="cam/1", start_frame=6, warmup_frames=2
+    ).json()
+    assert second["continued"] and second["lineage"] == first["lineage"]
+    assert [f["frame_index"] for f in second["frames"]] == list(range(6, 12))  # overlap frames skipped
+
+    later = _upload(
+        base, (tmp_path / "later.mp4").read_bytes(), video_id="cam/1", start_frame=20, warmup_frames=2, last=True
+    ).json()
+    assert not later["continued"] and later["lineage"] != first["lineage"]
+    assert [f["frame_index"] for f in later["frames"]] == list(range(20, 26))  # warm-up frames not returned
+    again = _upload(base, (tmp_path / "first.mp4").read_bytes(), video_id="cam/1", start_frame=26).json()
+    assert not again["continued"]  # `last` freed the memory
+
+    # A video's clips go one after another: a second request while one is in progress is refused.
+    with ThreadPoolExecutor(2) as pool:
+        both = list(pool.map(lambda _: _upload(base, (tmp_path / "first.mp4").read_bytes(), video_id="cam/2"), "ab"))
+    assert sorted(r.status_code for r in both) == [200, 409], [r.text for r in both]
+
+
+def test_concurrent_requests_share_forward_passes(service):
+    base, root = service
+    data = [_clip(root / "clips" / f"c{i}.mp4", 8, seed=10 + i) for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(lambda d: _upload(base, d), data))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    assert max(size for r in responses for size in r.json()["batch_sizes"]) > 1
+    stats = requests.get(f"{base}/stats", timeout=30).json()
+    assert max(stats["batch_sizes"]) > 1 and max(stats["batch_frames"]) > 8
+
+
+def test_overload_is_answered_503_with_retry_after_then_recovers(service):
+    base, root = service
+    data = _clip(root / "clips" / "burst.mp4", LIMITS["max_frames"], seed=20)
+    with ThreadPoolExecutor(24) as pool:
+        responses = list(pool.map(lambda _: _upload(base, data), range(24)))
+    codes = [r.status_code for r in responses]
+    # At most 4 running and 4 waiting: a burst of 24 overflows, what was admitted completes.
+    assert set(codes) <= {200, 503} and codes.count(503) >= 5 and codes.count(200) >= 4, codes
+    assert all(r.headers.get("Retry-After") == "2" for r in responses if r.status_code == 503)
+    assert _upload(base, data).status_code == 200
+
+
+def test_uri_policy_canonical_forms(tmp_path):
+    from deploy.uris import ForbiddenURI, resolve
+
+    (tmp_path / "clips").mkdir()
+    assert resolve(f"file://{tmp_path}/clips/a.mp4", [f"file://{tmp_path}/clips/"]) == f"{tmp_path}/clips/a.mp4"
+    assert resolve("S3://bucket/in/a.mp4", ["s3://bucket/in"]) == "s3://bucket/in/a.mp4"
+    for uri, prefixes in [
+        ("s3://bucket/inside/a.mp4", ["s3://bucket/in"]),
+        ("s3://bucket/in/a.mp4?versionId=1", ["s3://bucket/in"]),
+        (f"{tmp_path}/clips/a.mp4", []),
+        (f"{tmp_path}/clips/a\x00.mp4", [str(tmp_path)]),
+    ]:
+        with pytest.raises(ForbiddenURI):
+            resolve(uri, prefixes)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "/etc/passwd",
+        "file:///etc/passwd",
+        "{clips}/../model/config.json",
+        "{clips}/./a.mp4",
+        "{clips}-other/a.mp4",
+        "clips/a.mp4",
+        "http://127.0.0.1/a.mp4",
+        "ftp://example.com/a.mp4",
+        "gs://clips/in/clip.mp4",
+        "s3://clips/other.mp4",
+        "s3://clips/in-other/clip.mp4",
+        "{clips}/escape.mp4",  # a symlink out of the allowed directory
+    ],
+)
+def test_uris_outside_the_allowed_prefixes_are_refused(service, uri):
+    base, root = service
+    clips = root / "clips"
+    if not (clips / "escape.mp4").is_symlink():
+        (clips / "escape.mp4").symlink_to(root / "model" / "config.json")
+    response = requests.post(f"{base}/segment", json={"uri": uri.format(clips=clips)}, timeout=30)
+    assert response.status_code == 403, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", "uri"]
+
+
+def test_malformed_requests_name_the_field(service, tmp_path):
+    base, root = service
+    clip = str(root / "clips" / "a.mp4")
+    _clip(root / "clips" / "a.mp4", 10, seed=1)
+    video = (root / "clips" / "a.mp4").read_bytes()
+
+    def segment(body):
+        return requests.post(f"{base}/segment", json=body, timeout=30)
+
+    cases = {
+        "missing uri": (segment({}), 422, "uri"),
+        "uri not a string": (segment({"uri": 5}), 422, "uri"),
+        "negative start": (segment({"uri": clip, "start_frame": -1}), 422, "start_frame"),
+        "unknown field": (segment({"uri": clip, "frames": 3}), 422, "frames"),
+        "bad video id": (segment({"uri": clip, "video_id": "a b"}), 422, "video_id"),
+        "missing file": (segment({"uri": str(root / "clips" / "none.mp4")}), 404, "uri"),
+        "not a video": (_upload(base, b"\x00garbage" * 100), 422, "body"),
+        "empty body": (_upload(base, b""), 422, "body"),
+        "warm-up is all": (_upload(base, video, start_frame=20, warmup_frames=10), 422, "warmup_frames"),
+        "warm-up before 0": (_upload(base, video, start_frame=1, warmup_frames=2), 422, "warmup_frames"),
+        "unknown job": (requests.get(f"{base}/jobs/nope", timeout=30), 404, "job_id"),
+        "job input": (requests.post(f"{base}/jobs", json={"input": "/", "output": str(root / "out")}), 403, "input"),
+        "job output": (
+            requests.post(f"{base}/jobs", json={"input": str(root / "clips"), "output": "/tmp"}),
+            403,
+            "output",
+        ),
+    }
+    write_mp4(tmp_path / "long.mp4", np.zeros((30, HEIGHT, WIDTH, 3), np.uint8), fps=10)
+    cases["too many frames"] = (_upload(base, (tmp_path / "long.mp4").read_bytes()), 413, "body")
+    cases["too many pixels"] = (_upload(base, _clip(tmp_path / "big.mp4", 2, height=96)), 413, "body")
+    cases["too many bytes"] = (_upload(base, os.urandom(LIMITS["max_upload_bytes"] + 1)), 413, "body")
+    for name, (response, status, field) in cases.items():
+        assert response.status_code == status, (name, response.status_code, response.text)
+        detail = response.json()["detail"]
+        assert field in detail[0]["loc"] and detail[0]["msg"], (name, detail)
+
+
+def test_nightly_job_runs_over_an_archive_prefix(service):
+    base, root = service
+    archive = root / "clips" / "archive"
+    _clip(archive / "cam" / "v.mp4", 10, seed=3)
+    submitted = requests.post(f"{base}/jobs", json={"input": str(archive), "output": str(root / "out" / "run")})
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["job_id"]
+    deadline = time.time() + 150
+    while (status := requests.get(f"{base}/jobs/{job_id}", timeout=30).json())["state"] == "running":
+        assert time.time() < deadline, status
+        time.sleep(1)
+    assert status["state"] == "succeeded", status
+    assert status["summary"]["videos_ok"] == 1 and status["summary"]["frames"] == 10
+    table = pq.read_table(root / "out" / "run" / "frames" / "cam" / "v.mp4.parquet")
+    assert sorted(table.column("frame_index").to_pylist()) == list(range(10))
+
+
+def test_shipped_model_with_the_shipped_config_finds_the_shapes(service, tmp_path):
+    """deploy/serve_config.yaml's application (the embedded model) on a held-out generated clip."""
+    from ray import serve
+
+    from deploy.serve_app import build_app
+
+    base, _ = service
+    app = yaml.safe_load((REPO / "deploy" / "serve_config.yaml").read_text())["applications"][0]
+    args = dict(app.get("args") or {}, input_prefixes=[str(tmp_path)])
+    serve.run(build_app(args), name="shipped", route_prefix="/shipped")
+    try:
+        video = SyntheticVideo(HELD_OUT_SEED, num_frames=4)
+        frames, truth = video.frames()
+        write_mp4(tmp_path / "shapes.mp4", frames, fps=10)
+        response = requests.post(f"{base}/shipped/segment", json={"uri": str(tmp_path / "shapes.mp4")}, timeout=120)
+        assert response.status_code == 200, response.text
+        found = []
+        for frame, objects in zip(response.json()["frames"], truth):
+            predicted = [(i["category_id"], rle.decode(i["rle"])) for i in frame["instances"]]
+            for obj in objects:
+                if obj.mask.sum() >= 100:
+                    ious = [(m & obj.mask).sum() / (m | obj.mask).sum() for c, m in predicted if c == obj.category_id]
+                    found.append(max(ious, default=0.0) >= 0.5)
+        assert found and np.mean(found) >= 0.75, found
+    finally:
+        serve.delete("shipped")
