@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def demo(args) -> int:
         clip_frames=args.clip_frames,
         force=True,
         ray_address="local",  # a Ray instance of its own, whatever else runs on the machine
+        torch_threads=os.cpu_count(),  # one actor on this machine: inference may use every core
     )
     summary = run_job(config)
     if summary["videos_ok"] != 1:
@@ -133,6 +135,23 @@ def export_command(args) -> int:
     return 0
 
 
+def bench(args) -> int:
+    """The trade-off sweep; prints the table, the chosen default and the TCA-vs-clustering check."""
+    from benchmarks.tradeoff import markdown_table, run
+
+    report = run(args.quick, args.out, args.model)
+    print(markdown_table(report["rows"]))
+    default = report["default"]
+    print(f"fastest TCA setting with fidelity mIoU >= 0.97: {default['setting'] if default else 'none qualifies'}")
+    worse = [c for c in report["claim"] if c["fidelity_gain"] < 0 or c["gt_miou_gain"] < 0]
+    print(
+        f"TCA vs clustering at equal settings: {len(report['claim']) - len(worse)}/{len(report['claim'])} "
+        "with fidelity and accuracy at least clustering's"
+    )
+    print(f"written: {args.out / 'results.json'}, {args.out / 'tradeoff.png'}, {args.out / 'results.md'}")
+    return 0
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["run"]:  # the nightly job, with its own options (python -m pipelines.nightly --help)
@@ -183,6 +202,12 @@ def main(argv=None) -> int:
     sub.add_argument("--out", type=Path, required=True)
     sub.add_argument("--endpoint-url")
     sub.set_defaults(handler=export_command)
+
+    sub = commands.add_parser("bench", help="accuracy-speed trade-off of clustering and TCA (docs/benchmarks.md)")
+    sub.add_argument("--quick", action="store_true", help="a few operating points on little data (minutes)")
+    sub.add_argument("--out", type=Path, default=Path("out/bench"))
+    sub.add_argument("--model", default=str(EMBEDDED_MODEL))
+    sub.set_defaults(handler=bench)
 
     args = parser.parse_args(argv)
     return args.handler(args)

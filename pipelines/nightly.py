@@ -3,10 +3,10 @@
     python -m pipelines.nightly --input s3://bucket/videos/ --output s3://bucket/masks-run/
     ray job submit --working-dir . -- python -m pipelines.nightly --input ... --output ...
 
-Ray Data streams the archive through four stages: plan (probe and split each video into ordered,
-overlapping chunks; CPU tasks), decode (decord through fsspec; CPU tasks), segment (an actor pool
-holding the model and a cluster memory per video; GPUs when asked for) and encode (COCO RLE; CPU
-tasks). The driver links instance ids across each video's chunks and commits each video on its own:
+The driver plans (probes each video and splits it into ordered, overlapping chunks, in threads);
+Ray Data streams the chunks through three stages: decode (decord through fsspec; CPU tasks),
+segment (an actor pool holding the model and a cluster memory per video; GPUs when asked for) and
+encode (COCO RLE; CPU tasks). The driver links instance ids across each video's chunks and commits each video on its own:
 frames table, masks table (one object each, written whole), then a commit record. A rerun skips
 videos committed with the same model and settings. Output layout and schema: docs/output.md.
 """
@@ -20,8 +20,10 @@ import logging
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from importlib.metadata import version
 
 import pyarrow as pa
@@ -35,6 +37,8 @@ from .linking import IdLinker
 from .output import FRAMES_SCHEMA, MASKS_SCHEMA, frame_row, mask_row, timestamp_of
 from .stages import SegmentActor, decode_chunk, encode_masks, plan_video
 from .storage import VideoRef, filesystem, join, list_videos, read_manifest, write_atomic
+
+PROBE_THREADS = 16  # videos probed at once while planning (object-store latency, not CPU)
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -75,6 +79,7 @@ class JobConfig:
     clip_frames: int = 8
     actors: int = 1
     cpus_per_actor: float = 1.0
+    torch_threads: int | None = None  # CPU inference threads per actor; None: Ray's (the declared CPUs)
     gpus_per_actor: float = 0.0
     force: bool = False
     ray_address: str | None = None
@@ -232,14 +237,18 @@ def run_job(config: JobConfig, progress: bool = True) -> dict:
         if progress:  # our own bar counts frames; Ray Data's per-operator log lines would drown it
             logging.getLogger("ray.data").setLevel(logging.WARNING)
         labels = _labels(config.model)
+        # Planning (probing every video: I/O, in threads of the driver) comes first, so that the
+        # streaming dataset can hold one block per chunk: each chunk is then decoded, segmented and
+        # handed back on its own instead of waiting for the other chunks of a shared block.
+        plan = partial(
+            plan_video, chunk_frames=config.chunk_frames, overlap=config.overlap, endpoint_url=config.endpoint_url
+        )
+        with ThreadPoolExecutor(PROBE_THREADS) as pool:
+            chunks = [
+                c for planned in pool.map(plan, [{"video_id": r.video_id, "uri": r.uri} for r in todo]) for c in planned
+            ]
         dataset = (
-            ray.data.from_items([{"video_id": r.video_id, "uri": r.uri} for r in todo])
-            .flat_map(
-                plan_video,
-                fn_kwargs=dict(
-                    chunk_frames=config.chunk_frames, overlap=config.overlap, endpoint_url=config.endpoint_url
-                ),
-            )
+            ray.data.from_items(chunks, override_num_blocks=len(chunks))
             # Decoding is mostly I/O and single-threaded: half a CPU per task. The distinct resource
             # request also keeps Ray Data from fusing decoding into the inference actor.
             .map(decode_chunk, fn_kwargs=dict(endpoint_url=config.endpoint_url), num_cpus=0.5)
@@ -252,6 +261,7 @@ def run_job(config: JobConfig, progress: bool = True) -> dict:
                     clip_frames=config.clip_frames,
                     score_threshold=config.score_threshold,
                     short_side=config.short_side,
+                    torch_threads=config.torch_threads,
                 ),
                 batch_size=1,
                 batch_format="numpy",
@@ -259,7 +269,9 @@ def run_job(config: JobConfig, progress: bool = True) -> dict:
                 num_cpus=config.cpus_per_actor,
                 num_gpus=config.gpus_per_actor,
             )
-            .map(encode_masks)
+            # Light work too: half a CPU, so it interleaves with decoding instead of waiting for a whole
+            # free CPU (which, on a 2-CPU machine, would hold every output back until decoding ends).
+            .map(encode_masks, num_cpus=0.5)
         )
         assemblies: dict[str, VideoAssembly] = {}
         bar = tqdm(total=None, unit="frame", desc="segmenting", disable=not progress)
@@ -414,6 +426,12 @@ def parse_args(argv=None) -> JobConfig:
     parser.add_argument("--clip-frames", type=int, default=defaults.clip_frames, help="frames per model call")
     parser.add_argument("--actors", type=int, default=defaults.actors, help="inference actors")
     parser.add_argument("--cpus-per-actor", type=float, default=defaults.cpus_per_actor)
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        help="CPU inference threads per actor (default: the declared CPUs); on a CPU-only machine with one "
+        "actor, its core count lets inference use the cores that decoding leaves idle",
+    )
     parser.add_argument("--gpus-per-actor", type=float, default=defaults.gpus_per_actor, help="fractions allowed")
     parser.add_argument("--force", action="store_true", help="recompute videos already committed")
     parser.add_argument(

@@ -10,6 +10,7 @@ import time
 import uuid
 
 import numpy as np
+import pyarrow as pa
 
 from tca_core import rle
 from tca_core.config import AccelerationConfig
@@ -107,6 +108,7 @@ class SegmentActor:
         clip_frames: int,
         score_threshold: float,
         short_side: int | None,
+        torch_threads: int | None = None,
         device: str = "auto",
     ):
         import torch
@@ -124,14 +126,20 @@ class SegmentActor:
             short_side=short_side,
         )
         self.clip_frames = clip_frames
+        self.torch_threads = torch_threads
         self.lineages: dict[str, str] = {}
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch: dict) -> pa.Table:
+        if self.torch_threads:  # per call: OpenMP's thread count belongs to the calling thread
+            import torch
+
+            torch.set_num_threads(self.torch_threads)
         rows = []
         for i in range(len(batch["video_id"])):
             chunk = {key: batch[key][i] for key in batch}
             rows += self._chunk(chunk)
-        return {key: np.array([row[key] for row in rows], dtype=object) for key in rows[0]} if rows else {}
+        # A fixed schema: inferred types would differ between frames with and without masks.
+        return pa.Table.from_pylist(rows, schema=SEGMENTED_FRAME_SCHEMA)
 
     def _chunk(self, chunk: dict) -> list[dict]:
         video_id, start, warm_start = chunk["video_id"], int(chunk["start"]), int(chunk["warm_start"])
@@ -185,6 +193,36 @@ class SegmentActor:
             row["inference_seconds"] = seconds / len(rows)
         return rows
 
+
+SEGMENTED_FRAME_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("uri", pa.string()),
+        ("chunk_index", pa.int64()),
+        ("num_chunks", pa.int64()),
+        ("start", pa.int64()),
+        ("stop", pa.int64()),
+        ("frames_total", pa.int64()),
+        ("fps", pa.float64()),
+        ("height", pa.int64()),
+        ("width", pa.int64()),
+        ("decode_seconds", pa.float64()),
+        ("frame_index", pa.int64()),
+        ("instance_ids", pa.list_(pa.int64())),
+        ("category_ids", pa.list_(pa.int64())),
+        ("category_names", pa.list_(pa.string())),
+        ("scores", pa.list_(pa.float64())),
+        ("masks", pa.binary()),  # np.packbits of the (instances, height, width) masks
+        ("label_map", pa.binary()),  # int32 (height, width), empty for instance-only runs
+        ("tca_reset", pa.string()),
+        ("tca_reassigned", pa.float64()),
+        ("token_ratio", pa.float64()),
+        ("warm", pa.bool_()),
+        ("lineage", pa.string()),
+        ("error", pa.string()),
+        ("inference_seconds", pa.float64()),
+    ]
+)
 
 _EMPTY_FRAME = dict(
     frame_index=-1,

@@ -1,0 +1,336 @@
+"""Accuracy-speed trade-off of per-frame `clustering` and `tca` against the full model (`none`).
+
+Sweeps operating points (alpha, grid h', iterations; tau for TCA) on the shipped model over
+(a) held-out generated videos with ground truth and (b) the real sample videos. Every clip is run
+by `none` first and then by every operating point, one after the other, so that the timing ratios
+to `none` are measured interleaved on the same frames in the same machine state; each point keeps
+its own cluster memory and tracks (its own video ids).
+
+Per point: backbone and whole-model GFLOPs per frame (torch.utils.flop_counter), backbone and
+whole-model speedup over `none` (median of per-clip time ratios), fidelity to `none` (semantic
+mIoU of the label maps, mean IoU of `none`'s instance masks with their best match), accuracy against
+the ground truth (mIoU, video AP) and, on the real videos, the cosine similarity of the backbone's
+output features (the stages clustering touches) besides label-map agreement.
+
+    tca-segment bench --quick --out out/bench-quick     # a few minutes
+    tca-segment bench --out out/bench                   # the full sweep
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from tca_core.config import AccelerationConfig
+from tca_core.evaluation import ConfusionMatrix, Scoreboard
+from tca_core.flops import flops_by_module
+from tca_core.model import EMBEDDED_MODEL
+from tca_core.segmenter import Clip, VideoSegmenter
+from tca_core.synthetic import CATEGORIES, SyntheticVideo
+from tca_core.train import HELD_OUT_SEED
+
+SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+FIDELITY_FOR_DEFAULT = 0.97
+
+
+def operating_points(quick: bool) -> list[AccelerationConfig]:
+    """The sweep: every (alpha, grid) for clustering and for TCA at each tau, plus an iterations axis."""
+    alphas, grids, taus = ([2, 9], [3, 5], [0.9]) if quick else ([0, 3, 6, 9, 13], [2, 3, 4, 5], [0.8, 0.9, 0.95])
+    points = []
+    for alpha in alphas:
+        for grid in grids:
+            points.append(AccelerationConfig(method="clustering", alpha=alpha, grid=grid))
+            points += [AccelerationConfig(method="tca", alpha=alpha, grid=grid, tau=tau) for tau in taus]
+    if not quick:
+        for iters in (2, 3):
+            points.append(AccelerationConfig(method="clustering", alpha=3, grid=3, iters=iters))
+            points.append(AccelerationConfig(method="tca", alpha=3, grid=3, iters=iters, tau=0.9))
+    return points
+
+
+def setting_name(config: AccelerationConfig) -> str:
+    if not config.accelerated:
+        return "full model"
+    name = f"alpha={config.alpha} h'={config.grid} iters={config.iters}"
+    return name + (f" tau={config.tau}" if config.method == "tca" else "")
+
+
+@dataclass
+class PointStats:
+    """What one operating point accumulates over the run."""
+
+    config: AccelerationConfig
+    fidelity: ConfusionMatrix  # label maps against `none`'s, generated videos
+    fidelity_real: ConfusionMatrix  # the same on the real videos
+    backbone_ratio: list[float] = field(default_factory=list)  # t_none / t_point per clip
+    model_ratio: list[float] = field(default_factory=list)
+    instance_ious: list[float] = field(default_factory=list)
+    cosines: list[float] = field(default_factory=list)
+    token_ratios: list[float] = field(default_factory=list)
+    board: Scoreboard = field(default_factory=lambda: Scoreboard(CATEGORIES))
+
+
+class BackboneProbe:
+    """Times the backbone's forward passes and keeps its last output feature maps."""
+
+    def __init__(self, backbone: torch.nn.Module):
+        self.seconds, self.features, self._begin = 0.0, None, 0.0
+        backbone.register_forward_pre_hook(self._before)
+        backbone.register_forward_hook(self._after)
+
+    def _before(self, module, args):
+        self._begin = time.perf_counter()
+
+    def _after(self, module, args, output):
+        self.seconds += time.perf_counter() - self._begin
+        self.features = output.feature_maps
+
+
+def _best_match_ious(reference, candidate) -> list[float]:
+    """For each reference instance, the IoU of the best candidate of the same category (0 if none)."""
+    ious = []
+    for ref in reference:
+        best = 0.0
+        for other in candidate:
+            if other.category_id == ref.category_id:
+                union = np.logical_or(ref.mask, other.mask).sum()
+                best = max(best, np.logical_and(ref.mask, other.mask).sum() / union if union else 1.0)
+        ious.append(float(best))
+    return ious
+
+
+def _feature_cosine(reference, features, first_stage: int) -> float:
+    """Mean per-position cosine similarity over the feature maps of the clustered stages."""
+    values = [F.cosine_similarity(a.float(), b.float(), dim=1).mean() for a, b in zip(reference, features)]
+    return float(torch.stack(values[first_stage - 1 :]).mean())
+
+
+def _timed(segmenter: VideoSegmenter, probe: BackboneProbe, clip: Clip):
+    probe.seconds = 0.0
+    begin = time.perf_counter()
+    results = segmenter.process([clip])[0]
+    return results, time.perf_counter() - begin, probe.seconds, probe.features
+
+
+def _videos(seeds, real_names, num_frames: int, real_frames: int):
+    """(kind, video id, frames, ground-truth objects or None) for the generated, then the real videos."""
+    from pipelines.video_io import open_video, probe, read_frames
+
+    for seed in seeds:
+        frames, objects = SyntheticVideo(seed, num_frames).frames()
+        yield "generated", f"generated/{seed}", frames, objects
+    for name in real_names:
+        reader = open_video(SHARED_VIDEOS / name)
+        yield "real", name, read_frames(reader, 0, min(real_frames, probe(reader).frames)), None
+
+
+def sweep(segmenter: VideoSegmenter, points, seeds, real_names, num_frames, real_frames, clip_frames) -> list[dict]:
+    probe = BackboneProbe(segmenter.backbone)
+    full = AccelerationConfig(method="none")
+    classes = len(segmenter.labels)
+    stats = [PointStats(c, ConfusionMatrix(classes), ConfusionMatrix(classes)) for c in [full, *points]]
+    total = (len(seeds) * num_frames + len(real_names) * real_frames) // clip_frames
+    bar = tqdm(total=total, desc=f"sweeping {len(points)} operating points", unit="clip")
+    for kind, video_id, frames, objects in _videos(seeds, real_names, num_frames, real_frames):
+        results = {id(s): [] for s in stats}
+        for start in range(0, len(frames), clip_frames):
+            clip_pixels = frames[start : start + clip_frames]
+            reference = None
+            for point in stats:
+                segmenter.acceleration = point.config
+                clip = Clip(f"{setting_name(point.config)}/{point.config.method}/{video_id}", start, clip_pixels)
+                out, seconds, backbone_seconds, features = _timed(segmenter, probe, clip)
+                if reference is None:
+                    reference = (out, seconds, backbone_seconds, features)
+                    results[id(point)] += out
+                    continue
+                ref_out, ref_seconds, ref_backbone, ref_features = reference
+                point.model_ratio.append(ref_seconds / seconds)
+                point.backbone_ratio.append(ref_backbone / backbone_seconds)
+                point.token_ratios += [r.stats.token_ratio for r in out if r.stats]
+                resolved = segmenter.backbone.acceleration
+                for mine, theirs in zip(out, ref_out):
+                    (point.fidelity if kind == "generated" else point.fidelity_real).update(
+                        mine.label_map, theirs.label_map
+                    )
+                    if kind == "generated":
+                        point.instance_ious += _best_match_ious(theirs.instances, mine.instances)
+                if kind == "real":
+                    point.cosines.append(_feature_cosine(ref_features, features, resolved.stage))
+                results[id(point)] += out
+            bar.update(1)
+        for point in stats:
+            segmenter.drop(f"{setting_name(point.config)}/{point.config.method}/{video_id}")
+            if kind == "generated":
+                frames_results = results[id(point)]
+                instances = [[(i.id, i.category_id, i.score, i.mask) for i in r.instances] for r in frames_results]
+                height, width = frames.shape[1:3]
+                point.board.add_video(
+                    video_id, [r.label_map for r in frames_results], instances, objects, (height, width)
+                )
+    bar.close()
+    return [_summarise(segmenter, point, seeds, num_frames, clip_frames) for point in stats]
+
+
+def _flops_per_frame(
+    segmenter: VideoSegmenter, config: AccelerationConfig, seed: int, frames: int
+) -> tuple[float, float]:
+    """(backbone, whole model) GFLOPs per frame over a generated video, TCA's memory carried along."""
+    segmenter.acceleration = config
+    video = SyntheticVideo(seed, frames).frames()[0]
+    video_id = f"flops/{setting_name(config)}/{config.method}"
+    counts = flops_by_module(segmenter.process, [Clip(video_id, 0, video)])
+    segmenter.drop(video_id)
+    backbone = next(v for k, v in counts.items() if k.endswith("pixel_level_module.encoder"))
+    return backbone / frames / 1e9, counts["Global"] / frames / 1e9
+
+
+def _summarise(segmenter, point: PointStats, seeds, num_frames, clip_frames) -> dict:
+    config = point.config
+    gflops_backbone, gflops_model = _flops_per_frame(segmenter, config, seeds[0], 2 * clip_frames)
+    gt = point.board.metrics()
+    accelerated = config.accelerated
+    return dict(
+        method=config.method,
+        setting=setting_name(config),
+        config=segmenter.backbone.acceleration.to_dict() if accelerated else config.to_dict(),
+        gflops_backbone=gflops_backbone,
+        gflops_model=gflops_model,
+        speedup_backbone=statistics.median(point.backbone_ratio) if accelerated else 1.0,
+        speedup_model=statistics.median(point.model_ratio) if accelerated else 1.0,
+        fidelity_miou=point.fidelity.miou() if accelerated else 1.0,
+        fidelity_instance_iou=statistics.mean(point.instance_ious) if point.instance_ious else 1.0,
+        fidelity_miou_real=point.fidelity_real.miou() if accelerated else 1.0,
+        feature_cosine_real=statistics.mean(point.cosines) if point.cosines else 1.0,
+        gt_miou=gt["miou"],
+        gt_ap=gt["ap"],
+        token_ratio=statistics.mean(point.token_ratios) if point.token_ratios else 1.0,
+    )
+
+
+def choose_default(rows: list[dict]) -> dict | None:
+    """The fastest TCA point (backbone speedup) whose fidelity mIoU is at least FIDELITY_FOR_DEFAULT."""
+    eligible = [r for r in rows if r["method"] == "tca" and r["fidelity_miou"] >= FIDELITY_FOR_DEFAULT]
+    return max(eligible, key=lambda r: r["speedup_backbone"]) if eligible else None
+
+
+def claim_check(rows: list[dict]) -> list[dict]:
+    """TCA against clustering at the same (alpha, h', iters): fidelity and accuracy differences."""
+    clustering = {_shape(r): r for r in rows if r["method"] == "clustering"}
+    checks = []
+    for row in rows:
+        if row["method"] == "tca" and _shape(row) in clustering:
+            base = clustering[_shape(row)]
+            checks.append(
+                dict(
+                    setting=row["setting"],
+                    gflops_tca=row["gflops_backbone"],
+                    gflops_clustering=base["gflops_backbone"],
+                    fidelity_gain=row["fidelity_miou"] - base["fidelity_miou"],
+                    instance_gain=row["fidelity_instance_iou"] - base["fidelity_instance_iou"],
+                    gt_miou_gain=row["gt_miou"] - base["gt_miou"],
+                    gt_ap_gain=row["gt_ap"] - base["gt_ap"],
+                )
+            )
+    return checks
+
+
+def _shape(row: dict) -> tuple:
+    config = row["config"]
+    return config["alpha"], config["grid"], config["iters"]
+
+
+def plot(rows: list[dict], out: Path):
+    """Cost against fidelity and against accuracy, one curve (Pareto front) per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("gflops_backbone", "fidelity_miou", "backbone GFLOPs / frame", "fidelity to the full model (mIoU)"),
+        ("speedup_backbone", "fidelity_miou", "backbone speedup over none (CPU)", "fidelity to the full model (mIoU)"),
+        ("gflops_backbone", "gt_miou", "backbone GFLOPs / frame", "accuracy: mIoU vs ground truth"),
+        ("gflops_backbone", "gt_ap", "backbone GFLOPs / frame", "accuracy: video AP vs ground truth"),
+    ]
+    figure, axes = plt.subplots(2, 2, figsize=(12, 9))
+    for axis, (x, y, xlabel, ylabel) in zip(axes.flat, panels):
+        for method, color in (("clustering", "tab:orange"), ("tca", "tab:blue")):
+            points = [(r[x], r[y]) for r in rows if r["method"] == method]
+            axis.scatter(*zip(*points), color=color, alpha=0.35, s=18)
+            front = _pareto(points, cost_is_low=x.startswith("gflops"))
+            axis.plot(*zip(*front), color=color, marker="o", label=f"{method} (Pareto front)")
+        full = next(r for r in rows if r["method"] == "none")
+        axis.scatter([full[x]], [full[y]], color="black", marker="*", s=160, label="full model (none)", zorder=5)
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel(ylabel)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.suptitle("TCA vs per-frame clustering on the shipped model (held-out generated videos)")
+    figure.tight_layout()
+    figure.savefig(out / "tradeoff.png", dpi=110)
+    plt.close(figure)
+
+
+def _pareto(points, cost_is_low: bool):
+    """Points not beaten on both axes (lower cost or higher speedup, and higher quality), sorted by x."""
+    ordered = sorted(points, key=lambda p: p[0] if cost_is_low else -p[0])
+    front, best = [], -np.inf
+    for point in ordered:
+        if point[1] > best:
+            front.append(point)
+            best = point[1]
+    return sorted(front)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = [
+        "| method | setting | backbone GFLOPs | model GFLOPs | backbone speedup | model speedup | fidelity mIoU "
+        "| fidelity inst. IoU | GT mIoU | GT AP | real: feature cos | real: label agreement |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['setting']} | {r['gflops_backbone']:.3f} | {r['gflops_model']:.3f} "
+            f"| {r['speedup_backbone']:.2f}x | {r['speedup_model']:.2f}x | {r['fidelity_miou']:.3f} "
+            f"| {r['fidelity_instance_iou']:.3f} | {r['gt_miou']:.3f} | {r['gt_ap']:.3f} "
+            f"| {r['feature_cosine_real']:.3f} | {r['fidelity_miou_real']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def run(quick: bool, out: Path, model: str = str(EMBEDDED_MODEL)) -> dict:
+    """Run the sweep and write results.json, tradeoff.png and results.md under `out`."""
+    seeds = [HELD_OUT_SEED + i for i in range(2 if quick else 6)]
+    real_names = sorted(p.name for p in SHARED_VIDEOS.glob("*") if p.suffix in (".mp4", ".mkv"))
+    real_names = real_names[:2] if quick else real_names
+    num_frames, real_frames, clip_frames = (16, 8, 8) if quick else (32, 24, 8)
+    segmenter = VideoSegmenter.from_pretrained(model, task="both", short_side=224)
+    rows = sweep(segmenter, operating_points(quick), seeds, real_names, num_frames, real_frames, clip_frames)
+    default = choose_default(rows)
+    report = dict(
+        date=date.today().isoformat(),
+        machine=f"{platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}",
+        model=model,
+        generated_videos=dict(seeds=seeds, frames=num_frames),
+        real_videos=dict(names=real_names, frames=real_frames, short_side=224),
+        clip_frames=clip_frames,
+        default=default,
+        claim=claim_check(rows),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "results.md").write_text(markdown_table(rows) + "\n")
+    plot(rows, out)
+    return dict(report, rows=rows)
