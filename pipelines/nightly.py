@@ -231,101 +231,108 @@ def run_job(config: JobConfig, progress: bool = True) -> dict:
 
     begin = time.perf_counter()
     frames_done, reassigned, token_ratios, first_output = 0, [], [], 0.0
-    if todo:
-        if not ray.is_initialized():
-            ray.init(address=config.ray_address, log_to_driver=False)
-        if progress:  # our own bar counts frames; Ray Data's per-operator log lines would drown it
-            logging.getLogger("ray.data").setLevel(logging.WARNING)
-        labels = _labels(config.model)
-        # Planning (probing every video: I/O, in threads of the driver) comes first, so that the
-        # streaming dataset can hold one block per chunk: each chunk is then decoded, segmented and
-        # handed back on its own instead of waiting for the other chunks of a shared block.
-        plan = partial(
-            plan_video, chunk_frames=config.chunk_frames, overlap=config.overlap, endpoint_url=config.endpoint_url
-        )
-        with ThreadPoolExecutor(PROBE_THREADS) as pool:
-            chunks = [
-                c for planned in pool.map(plan, [{"video_id": r.video_id, "uri": r.uri} for r in todo]) for c in planned
-            ]
-        dataset = (
-            ray.data.from_items(chunks, override_num_blocks=len(chunks))
-            # Decoding is mostly I/O and single-threaded: half a CPU per task. The distinct resource
-            # request also keeps Ray Data from fusing decoding into the inference actor.
-            .map(decode_chunk, fn_kwargs=dict(endpoint_url=config.endpoint_url), num_cpus=0.5)
-            .map_batches(
-                SegmentActor,
-                fn_constructor_kwargs=dict(
-                    model=config.model,
-                    acceleration=settings["acceleration"],
-                    task=config.task,
-                    clip_frames=config.clip_frames,
-                    score_threshold=config.score_threshold,
-                    short_side=config.short_side,
-                    torch_threads=config.torch_threads,
-                ),
-                batch_size=1,
-                batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=config.actors),
-                num_cpus=config.cpus_per_actor,
-                num_gpus=config.gpus_per_actor,
+    started_ray = bool(todo) and not ray.is_initialized()
+    if started_ray:
+        ray.init(address=config.ray_address, log_to_driver=False)
+    try:
+        if todo:
+            if progress:  # our own bar counts frames; Ray Data's per-operator log lines would drown it
+                logging.getLogger("ray.data").setLevel(logging.WARNING)
+            labels = _labels(config.model)
+            # Planning (probing every video: I/O, in threads of the driver) comes first, so that the
+            # streaming dataset can hold one block per chunk: each chunk is then decoded, segmented and
+            # handed back on its own instead of waiting for the other chunks of a shared block.
+            plan = partial(
+                plan_video, chunk_frames=config.chunk_frames, overlap=config.overlap, endpoint_url=config.endpoint_url
             )
-            # Light work too: half a CPU, so it interleaves with decoding instead of waiting for a whole
-            # free CPU (which, on a 2-CPU machine, would hold every output back until decoding ends).
-            .map(encode_masks, num_cpus=0.5)
-        )
-        assemblies: dict[str, VideoAssembly] = {}
-        bar = tqdm(total=None, unit="frame", desc="segmenting", disable=not progress)
-        for row in dataset.iter_rows():
-            first_output = first_output or time.perf_counter() - begin
-            video_id = row["video_id"]
-            if video_id not in assemblies:
-                assemblies[video_id] = VideoAssembly(row)
-            assembly = assemblies[video_id]
-            if assembly is None:
-                continue  # already committed or failed
-            if not row["error"] and not row["warm"]:
-                bar.update(1)
-                if row["tca_reassigned"] is not None and row["tca_reset"] is None:
-                    reassigned.append(float(row["tca_reassigned"]))
-                token_ratios.append(float(row["token_ratio"]))
-            if assembly.add(row):
-                frames_done += _finish(output, assembly, labels, config, run_id, signature, manifest)
-                assemblies[video_id] = None
-        bar.close()
-        ref_by_id = {r.video_id: r for r in todo}
-        for video_id in set(ref_by_id) - set(assemblies):  # produced no row at all
-            manifest.append(
-                _manifest_row(
-                    run_id,
-                    config,
-                    video_id,
-                    ref_by_id[video_id].uri,
-                    "failed",
-                    0,
-                    0.0,
-                    "no output produced",
-                    0.0,
-                    0.0,
-                    0.0,
+            with ThreadPoolExecutor(PROBE_THREADS) as pool:
+                chunks = [
+                    c
+                    for planned in pool.map(plan, [{"video_id": r.video_id, "uri": r.uri} for r in todo])
+                    for c in planned
+                ]
+            dataset = (
+                ray.data.from_items(chunks, override_num_blocks=len(chunks))
+                # Decoding is mostly I/O and single-threaded: half a CPU per task. The distinct resource
+                # request also keeps Ray Data from fusing decoding into the inference actor.
+                .map(decode_chunk, fn_kwargs=dict(endpoint_url=config.endpoint_url), num_cpus=0.5)
+                .map_batches(
+                    SegmentActor,
+                    fn_constructor_kwargs=dict(
+                        model=config.model,
+                        acceleration=settings["acceleration"],
+                        task=config.task,
+                        clip_frames=config.clip_frames,
+                        score_threshold=config.score_threshold,
+                        short_side=config.short_side,
+                        torch_threads=config.torch_threads,
+                    ),
+                    batch_size=1,
+                    batch_format="numpy",
+                    compute=ray.data.ActorPoolStrategy(size=config.actors),
+                    num_cpus=config.cpus_per_actor,
+                    num_gpus=config.gpus_per_actor,
                 )
+                # Light work too: half a CPU, so it interleaves with decoding instead of waiting for a whole
+                # free CPU (which, on a 2-CPU machine, would hold every output back until decoding ends).
+                .map(encode_masks, num_cpus=0.5)
             )
-        for video_id, assembly in assemblies.items():
-            if assembly is not None:  # stream ended before the video completed
+            assemblies: dict[str, VideoAssembly] = {}
+            bar = tqdm(total=None, unit="frame", desc="segmenting", disable=not progress)
+            for row in dataset.iter_rows():
+                first_output = first_output or time.perf_counter() - begin
+                video_id = row["video_id"]
+                if video_id not in assemblies:
+                    assemblies[video_id] = VideoAssembly(row)
+                assembly = assemblies[video_id]
+                if assembly is None:
+                    continue  # already committed or failed
+                if not row["error"] and not row["warm"]:
+                    bar.update(1)
+                    if row["tca_reassigned"] is not None and row["tca_reset"] is None:
+                        reassigned.append(float(row["tca_reassigned"]))
+                    token_ratios.append(float(row["token_ratio"]))
+                if assembly.add(row):
+                    frames_done += _finish(output, assembly, labels, config, run_id, signature, manifest)
+                    assemblies[video_id] = None
+            bar.close()
+            ref_by_id = {r.video_id: r for r in todo}
+            for video_id in set(ref_by_id) - set(assemblies):  # produced no row at all
                 manifest.append(
                     _manifest_row(
                         run_id,
                         config,
                         video_id,
-                        assembly.uri,
+                        ref_by_id[video_id].uri,
                         "failed",
                         0,
-                        assembly.fps,
-                        "incomplete: not every frame was produced",
+                        0.0,
+                        "no output produced",
                         0.0,
                         0.0,
                         0.0,
                     )
                 )
+            for video_id, assembly in assemblies.items():
+                if assembly is not None:  # stream ended before the video completed
+                    manifest.append(
+                        _manifest_row(
+                            run_id,
+                            config,
+                            video_id,
+                            assembly.uri,
+                            "failed",
+                            0,
+                            assembly.fps,
+                            "incomplete: not every frame was produced",
+                            0.0,
+                            0.0,
+                            0.0,
+                        )
+                    )
+    finally:
+        if started_ray:  # leave the process as it was (the demo and the tests run jobs in-process)
+            ray.shutdown()
     seconds = time.perf_counter() - begin
     output.write_table(manifest, MANIFEST_SCHEMA, "manifests", f"{run_id}.parquet")
     statuses = [row["status"] for row in manifest]

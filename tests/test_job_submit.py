@@ -93,7 +93,7 @@ def test_job_submission_to_a_local_cluster(small_config, tmp_path):
                 text=True,
                 env=env,
             )
-            if "Job 'raysubmit" in submitted.stdout or "ConnectionError" not in submitted.stderr:
+            if "Job 'raysubmit" in submitted.stdout:  # accepted; until then the head may still be starting
                 break
             time.sleep(2)
         assert "succeeded" in submitted.stdout, submitted.stdout[-3000:] + submitted.stderr[-3000:]

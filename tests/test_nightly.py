@@ -213,3 +213,21 @@ def test_exit_status_reports_failures(local_ray, tiny_model, tmp_path, capsys):
     printed = capsys.readouterr()
     assert code == 1
     assert "1 ok, 1 failed" in printed.out and "FAILED empty.mp4" in printed.err
+
+
+def test_instance_run_on_a_real_video_with_the_shipped_model(local_ray, tmp_path):
+    """The shipped model on a real video, instance task, every score kept."""
+    archive = tmp_path / "in"
+    archive.mkdir()
+    shutil.copy(VIDEOS / "milk.mkv", archive / "milk.mkv")
+    config = JobConfig(
+        input=str(archive), output=str(tmp_path / "out"), short_side=96, chunk_frames=16, score_threshold=0.0
+    )
+    summary = run_job(config, progress=False)
+    assert summary["videos_ok"] == 1, summary
+    frames = pq.read_table(tmp_path / "out" / "frames" / "milk.mkv.parquet")
+    assert sorted(frames.column("frame_index").to_pylist()) == list(range(51))
+    assert sum(frames.column("num_masks").to_pylist()) > 0
+    masks = pq.read_table(tmp_path / "out" / "masks" / "milk.mkv.parquet")
+    for frame in decode_frames(masks.slice(0, 40)).values():
+        assert all(mask.shape == (480, 640) for *_, mask in frame.instances)
