@@ -1,0 +1,35 @@
+"""`tca-segment bench --quick`: the trade-off sweep runs end to end and writes what it promises."""
+
+import json
+
+from pipelines.cli import main
+
+KEYS = {
+    "method",
+    "setting",
+    "gflops_backbone",
+    "speedup_backbone",
+    "speedup_model",
+    "fidelity_miou",
+    "gt_miou",
+    "gt_ap",
+    "feature_cosine_real",
+}
+
+
+def test_quick_bench_writes_results_plot_and_default(tmp_path, capsys):
+    assert main(["bench", "--quick", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert all(KEYS <= set(row) for row in rows)
+    full = [r for r in rows if r["method"] == "none"]
+    assert len(full) == 1 and full[0]["fidelity_miou"] == 1.0 and full[0]["speedup_backbone"] == 1.0
+    methods = {r["method"] for r in rows}
+    assert methods == {"none", "clustering", "tca"}
+    for row in rows:
+        if row["method"] != "none":
+            assert row["gflops_backbone"] < full[0]["gflops_backbone"]  # clustering removes work
+            assert 0 < row["fidelity_miou"] <= 1 and 0 < row["feature_cosine_real"] <= 1
+            assert row["speedup_backbone"] > 0
+    assert (tmp_path / "tradeoff.png").stat().st_size > 10_000
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["claim"] and "fastest TCA setting" in capsys.readouterr().out
