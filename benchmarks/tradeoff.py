@@ -154,7 +154,7 @@ def sweep(segmenter: VideoSegmenter, points, seeds, real_names, num_frames, real
             reference = None
             for point in stats:
                 segmenter.acceleration = point.config
-                clip = Clip(f"{setting_name(point.config)}/{point.config.method}/{video_id}", start, clip_pixels)
+                clip = Clip(_stream_id(point.config, video_id), start, clip_pixels)
                 out, seconds, backbone_seconds, features = _timed(segmenter, probe, clip)
                 if reference is None:
                     reference = (out, seconds, backbone_seconds, features)
@@ -176,34 +176,32 @@ def sweep(segmenter: VideoSegmenter, points, seeds, real_names, num_frames, real
                 results[id(point)] += out
             bar.update(1)
         for point in stats:
-            segmenter.drop(f"{setting_name(point.config)}/{point.config.method}/{video_id}")
+            segmenter.drop(_stream_id(point.config, video_id))
             if kind == "generated":
-                frames_results = results[id(point)]
-                instances = [[(i.id, i.category_id, i.score, i.mask) for i in r.instances] for r in frames_results]
-                height, width = frames.shape[1:3]
-                point.board.add_video(
-                    video_id, [r.label_map for r in frames_results], instances, objects, (height, width)
-                )
+                point.board.add_results(video_id, results[id(point)], objects, frames.shape[1:3])
     bar.close()
-    return [_summarise(segmenter, point, seeds, num_frames, clip_frames) for point in stats]
+    flops_video = SyntheticVideo(seeds[0], 2 * clip_frames).frames()[0]
+    return [_summarise(segmenter, point, flops_video) for point in stats]
 
 
-def _flops_per_frame(
-    segmenter: VideoSegmenter, config: AccelerationConfig, seed: int, frames: int
-) -> tuple[float, float]:
+def _stream_id(config: AccelerationConfig, video_id: str) -> str:
+    """Each operating point runs a video under its own id: its own cluster memory and tracks."""
+    return f"{setting_name(config)}/{config.method}/{video_id}"
+
+
+def _flops_per_frame(segmenter: VideoSegmenter, config: AccelerationConfig, video: np.ndarray) -> tuple[float, float]:
     """(backbone, whole model) GFLOPs per frame over a generated video, TCA's memory carried along."""
     segmenter.acceleration = config
-    video = SyntheticVideo(seed, frames).frames()[0]
-    video_id = f"flops/{setting_name(config)}/{config.method}"
+    video_id = _stream_id(config, "flops")
     counts = flops_by_module(segmenter.process, [Clip(video_id, 0, video)])
     segmenter.drop(video_id)
     backbone = next(v for k, v in counts.items() if k.endswith("pixel_level_module.encoder"))
-    return backbone / frames / 1e9, counts["Global"] / frames / 1e9
+    return backbone / len(video) / 1e9, counts["Global"] / len(video) / 1e9
 
 
-def _summarise(segmenter, point: PointStats, seeds, num_frames, clip_frames) -> dict:
+def _summarise(segmenter, point: PointStats, flops_video: np.ndarray) -> dict:
     config = point.config
-    gflops_backbone, gflops_model = _flops_per_frame(segmenter, config, seeds[0], 2 * clip_frames)
+    gflops_backbone, gflops_model = _flops_per_frame(segmenter, config, flops_video)
     gt = point.board.metrics()
     accelerated = config.accelerated
     return dict(

@@ -132,6 +132,11 @@ class Scoreboard:
         self.predictions += tracks_from_frames(video_id, predicted, shape)
         self.truth += tracks_from_frames(video_id, true, shape)
 
+    def add_results(self, video_id: str, results, objects, shape: tuple[int, int]):
+        """`add_video` for a video's `FrameResult`s (task "both"), in frame order."""
+        instances = [[(i.id, i.category_id, i.score, i.mask) for i in r.instances] for r in results]
+        self.add_video(video_id, [r.label_map for r in results], instances, objects, shape)
+
     def metrics(self) -> dict:
         ap = video_ap(self.truth, self.predictions)
         per_class = {self.categories[c]: float(v) for c, v in enumerate(self.confusion.iou())}
@@ -159,8 +164,7 @@ def evaluate_generated(segmenter, seeds, num_frames: int = 48, clip_frames: int 
             results += segmenter.process([Clip(video_id, start, frames[start : start + clip_frames])])[0]
         seconds += time.perf_counter() - begin
         segmenter.drop(video_id)
-        instances = [[(i.id, i.category_id, i.score, i.mask) for i in r.instances] for r in results]
-        board.add_video(video_id, [r.label_map for r in results], instances, objects, (video.height, video.width))
+        board.add_results(video_id, results, objects, (video.height, video.width))
         if progress:
             progress(done, len(seeds))
     return dict(board.metrics(), frames=len(seeds) * num_frames, seconds=seconds)

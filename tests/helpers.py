@@ -1,4 +1,8 @@
-"""Frames for tests."""
+"""Frames, ports and a local S3 endpoint for tests."""
+
+import os
+import socket
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -45,3 +49,25 @@ def train_disc_detector(model, steps=300, seed=0):
         loss.backward()
         optimizer.step()
     return model.eval()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def moto_s3():
+    """A real S3 API (moto's server) on localhost; credentials through the standard environment.
+    Yields the endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()

@@ -4,7 +4,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -12,17 +11,12 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from helpers import free_port
 
 from pipelines.video_io import write_mp4
 from tca_core.synthetic import moving_disc_clip
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_job_submission_to_a_local_cluster(small_config, tmp_path):
@@ -32,7 +26,7 @@ def test_job_submission_to_a_local_cluster(small_config, tmp_path):
     frames, _ = moving_disc_clip(20, 64, 96, seed=3)
     write_mp4(tmp_path / "in" / "clip.mp4", frames, fps=10)
     ray = Path(sys.executable).with_name("ray")
-    port, dashboard = _free_port(), _free_port()
+    port, dashboard = free_port(), free_port()
     # Ray >= 2.59 turns on token authentication for local clusters; give head and client the same token.
     # The job's `python` is the head's: the virtual environment's, as on a node where the project is installed.
     env = dict(

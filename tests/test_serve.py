@@ -1,7 +1,6 @@
 """The Ray Serve application (deploy/serve_app.py) on local Ray, called over real HTTP on 127.0.0.1."""
 
 import os
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 import yaml
+from helpers import free_port, moto_s3
 
 from pipelines.video_io import write_mp4
 from tca_core import rle
@@ -22,12 +22,6 @@ HEIGHT, WIDTH = 64, 96
 LIMITS = dict(max_upload_bytes=200_000, max_frames=24, max_pixels=HEIGHT * WIDTH)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _clip(path: Path, num_frames: int, seed: int = 0, height: int = HEIGHT, width: int = WIDTH) -> bytes:
     frames, _ = moving_disc_clip(num_frames, height, width, seed=seed)
     write_mp4(path, frames, fps=10)
@@ -37,17 +31,10 @@ def _clip(path: Path, num_frames: int, seed: int = 0, height: int = HEIGHT, widt
 @pytest.fixture(scope="module")
 def s3():
     """A real S3 API (moto's server) on localhost, with a clip in s3://clips/in/."""
-    from moto.server import ThreadedMotoServer
-
     from pipelines.storage import filesystem
 
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-    endpoint = f"http://127.0.0.1:{port}"
-    yield endpoint, filesystem("s3://clips/", endpoint)[0]
-    server.stop()
+    with moto_s3() as endpoint:
+        yield endpoint, filesystem("s3://clips/", endpoint)[0]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +64,7 @@ def service(small_config, tmp_path_factory, s3):
         job=dict(cpus_per_actor=0.5, chunk_frames=8, clip_frames=4),
         **LIMITS,
     )
-    port = _free_port()
+    port = free_port()
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)  # after s3: env inherited
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     # Small bounds so that a burst of requests overflows them; the 503's Retry-After is the shipped default.
