@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from tca_core.config import AccelerationConfig
 from tca_core.evaluation import Scoreboard, evaluate_generated
-from tca_core.model import EMBEDDED_MODEL
+from tca_core.model import EMBEDDED_MODEL, tuned_acceleration
 from tca_core.segmenter import VideoSegmenter
 from tca_core.synthetic import CATEGORIES, SyntheticVideo
 from tca_core.train import HELD_OUT_SEED
@@ -24,10 +23,13 @@ from .generate import write_generated
 from .nightly import JobConfig, run_job
 from .output import decode_frames, read_masks
 from .render import render
+from .validate import validate
 
 
 def _segmenter(args, task: str) -> VideoSegmenter:
-    return VideoSegmenter.from_pretrained(args.model, acceleration=AccelerationConfig(method=args.method), task=task)
+    return VideoSegmenter.from_pretrained(
+        args.model, acceleration=tuned_acceleration(args.model, args.method), task=task
+    )
 
 
 def demo(args) -> int:
@@ -135,6 +137,13 @@ def export_command(args) -> int:
     return 0
 
 
+def validate_command(args) -> int:
+    """Check a run's output; exit status 1 when anything is wrong."""
+    report = validate(args.output, args.endpoint_url)
+    print(report.text())
+    return 0 if report.ok else 1
+
+
 def bench(args) -> int:
     """The trade-off sweep; prints the table, the chosen default and the TCA-vs-clustering check."""
     from benchmarks.tradeoff import markdown_table, run
@@ -202,6 +211,11 @@ def main(argv=None) -> int:
     sub.add_argument("--out", type=Path, required=True)
     sub.add_argument("--endpoint-url")
     sub.set_defaults(handler=export_command)
+
+    sub = commands.add_parser("validate", help="check a run's output: complete videos, RLEs, ids, manifests")
+    sub.add_argument("output", help="the run's output prefix (a directory or s3://bucket/prefix/)")
+    sub.add_argument("--endpoint-url", help="S3-compatible endpoint")
+    sub.set_defaults(handler=validate_command)
 
     sub = commands.add_parser("bench", help="accuracy-speed trade-off of clustering and TCA (docs/benchmarks.md)")
     sub.add_argument("--quick", action="store_true", help="a few operating points on little data (minutes)")

@@ -30,11 +30,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from tca_core.config import AccelerationConfig
-from tca_core.model import EMBEDDED_MODEL
+from tca_core.model import EMBEDDED_MODEL, tuned_acceleration
 
+from .errors import one_line, redact
 from .linking import IdLinker
-from .output import FRAMES_SCHEMA, MASKS_SCHEMA, frame_row, mask_row, timestamp_of
+from .output import FRAMES_SCHEMA, MASKS_SCHEMA, frame_row, mask_row
 from .stages import SegmentActor, decode_chunk, encode_masks, plan_video
 from .storage import VideoRef, filesystem, join, list_videos, read_manifest, write_atomic
 
@@ -81,13 +81,18 @@ class JobConfig:
     cpus_per_actor: float = 1.0
     torch_threads: int | None = None  # CPU inference threads per actor; None: Ray's (the declared CPUs)
     gpus_per_actor: float = 0.0
+    # An inference actor that dies (lost node, out of memory) is restarted and its batches retried,
+    # this many times each; beyond that the job stops and reports its unfinished videos failed.
+    max_actor_restarts: int = 3
+    max_task_retries: int = 3
     force: bool = False
     ray_address: str | None = None
+    kill_actor_once: str | None = None  # fault injection, "N:MARKER" (stages.SegmentActor); off by default
 
     def settings(self) -> dict:
         """Everything that changes the output of a video (its resume signature covers these)."""
         return dict(
-            acceleration=AccelerationConfig(method=self.method).to_dict(),
+            acceleration=tuned_acceleration(self.model, self.method).to_dict(),
             task=self.task,
             score_threshold=self.score_threshold,
             short_side=self.short_side,
@@ -133,7 +138,13 @@ class Output:
 
 
 class VideoAssembly:
-    """The rows of one video gathered from the stream until every chunk has all its frames."""
+    """The rows of one video gathered from the stream until every chunk has all its frames.
+
+    Idempotent: a chunk may arrive more than once (a retried task, a restarted actor). Rows are kept
+    per attempt at a chunk (an attempt is one tracker lineage, so its instance ids agree) and per
+    frame, so a repeated row replaces itself; the first attempt holding every frame of its chunk is
+    the one used.
+    """
 
     def __init__(self, row: dict):
         self.video_id, self.uri = row["video_id"], row["uri"]
@@ -143,7 +154,8 @@ class VideoAssembly:
             float(row["fps"]),
         )
         self.height, self.width = int(row["height"]), int(row["width"])
-        self.chunks: dict[int, list[dict]] = {}
+        self.attempts: dict[tuple[int, str], dict[int, dict]] = {}  # (chunk, lineage) -> frame -> row
+        self.chunks: dict[int, dict[int, dict]] = {}  # chunk -> the rows of its first complete attempt
         self.error = ""
         self.started = time.perf_counter()
 
@@ -151,28 +163,27 @@ class VideoAssembly:
         """Add a row; True when the video is complete (or failed)."""
         if row["error"]:
             self.error = self.error or str(row["error"])
-        else:
-            self.chunks.setdefault(int(row["chunk_index"]), []).append(row)
-        return bool(self.error) or (
-            len(self.chunks) == self.num_chunks
-            and all(
-                sum(not r["warm"] for r in rows) == int(rows[0]["stop"]) - int(rows[0]["start"])
-                for rows in self.chunks.values()
-            )
-        )
+            return True
+        chunk = int(row["chunk_index"])
+        if chunk not in self.chunks:
+            rows = self.attempts.setdefault((chunk, row["lineage"]), {})
+            rows[int(row["frame_index"])] = row
+            if all(f in rows and not rows[f]["warm"] for f in range(int(row["start"]), int(row["stop"]))):
+                self.chunks[chunk] = rows
+                self.attempts = {key: value for key, value in self.attempts.items() if key[0] != chunk}
+        return len(self.chunks) == self.num_chunks
 
     def tables(self, labels: dict[int, str]) -> tuple[list[dict], list[dict]]:
         """(mask rows, frame rows) with instance ids linked across chunks."""
         linker = IdLinker(self.height, self.width)
         masks, frames = [], []
         for index in range(self.num_chunks):
-            rows = sorted(self.chunks[index], key=lambda r: r["frame_index"])
+            rows = sorted(self.chunks[index].values(), key=lambda r: r["frame_index"])
             ids_per_frame = iter(linker.link_chunk(rows))
             for row in rows:
                 if row["warm"]:
                     continue
-                ids, frame = next(ids_per_frame), int(row["frame_index"])
-                timestamp = timestamp_of(frame, self.fps)
+                ids, frame, timestamp = next(ids_per_frame), int(row["frame_index"]), float(row["timestamp"])
                 fields = (self.video_id, self.uri, frame, timestamp, self.height, self.width)
                 rows_here = [
                     mask_row(*fields, counts, global_id, int(category), str(name), float(score))
@@ -199,7 +210,7 @@ class VideoAssembly:
         return masks, frames
 
     def seconds(self, key: str) -> float:
-        return float(sum(r.get(key, 0.0) or 0.0 for rows in self.chunks.values() for r in rows))
+        return float(sum(r.get(key, 0.0) or 0.0 for rows in self.chunks.values() for r in rows.values()))
 
 
 def _code_version() -> str:
@@ -222,9 +233,7 @@ def run_job(config: JobConfig, progress: bool = True) -> dict:
         record = None if config.force else output.committed(ref.video_id)
         if record and record.get("signature") == signature:
             manifest.append(
-                _manifest_row(
-                    run_id, config, ref.video_id, ref.uri, "skipped", record["frames"], record["fps"], "", 0.0, 0.0, 0.0
-                )
+                _manifest_row(run_id, config, ref.video_id, ref.uri, "skipped", record["frames"], record["fps"], "")
             )
         else:
             todo.append(ref)
@@ -266,70 +275,49 @@ def run_job(config: JobConfig, progress: bool = True) -> dict:
                         score_threshold=config.score_threshold,
                         short_side=config.short_side,
                         torch_threads=config.torch_threads,
+                        kill_once=config.kill_actor_once,
                     ),
                     batch_size=1,
                     batch_format="numpy",
                     compute=ray.data.ActorPoolStrategy(size=config.actors),
                     num_cpus=config.cpus_per_actor,
                     num_gpus=config.gpus_per_actor,
+                    # Ray restarts a dead actor and retries its batches; Ray Data's defaults retry forever,
+                    # which would loop on a batch that kills its actor every time.
+                    max_restarts=config.max_actor_restarts,
+                    max_task_retries=config.max_task_retries,
                 )
                 # Light work too: half a CPU, so it interleaves with decoding instead of waiting for a whole
                 # free CPU (which, on a 2-CPU machine, would hold every output back until decoding ends).
                 .map(encode_masks, num_cpus=0.5)
             )
-            assemblies: dict[str, VideoAssembly] = {}
+            assemblies: dict[str, VideoAssembly | None] = {}
             bar = tqdm(total=None, unit="frame", desc="segmenting", disable=not progress)
-            for row in dataset.iter_rows():
-                first_output = first_output or time.perf_counter() - begin
-                video_id = row["video_id"]
-                if video_id not in assemblies:
-                    assemblies[video_id] = VideoAssembly(row)
-                assembly = assemblies[video_id]
-                if assembly is None:
-                    continue  # already committed or failed
-                if not row["error"] and not row["warm"]:
-                    bar.update(1)
-                    if row["tca_reassigned"] is not None and row["tca_reset"] is None:
-                        reassigned.append(float(row["tca_reassigned"]))
-                    token_ratios.append(float(row["token_ratio"]))
-                if assembly.add(row):
-                    frames_done += _finish(output, assembly, labels, config, run_id, signature, manifest)
-                    assemblies[video_id] = None
+            unfinished = "not every frame came out of the job's stream"
+            try:
+                for row in dataset.iter_rows():
+                    first_output = first_output or time.perf_counter() - begin
+                    video_id = row["video_id"]
+                    if video_id not in assemblies:
+                        assemblies[video_id] = VideoAssembly(row)
+                    assembly = assemblies[video_id]
+                    if assembly is None:
+                        continue  # already committed or failed
+                    if not row["error"] and not row["warm"]:
+                        bar.update(1)
+                        if row["tca_reassigned"] is not None and row["tca_reset"] is None:
+                            reassigned.append(float(row["tca_reassigned"]))
+                        token_ratios.append(float(row["token_ratio"]))
+                    if assembly.add(row):
+                        frames_done += _finish(output, assembly, labels, config, run_id, signature, manifest)
+                        assemblies[video_id] = None
+            except Exception as error:  # e.g. an actor that kept dying: report what is unfinished, keep the rest
+                unfinished = f"the job's stream stopped before this video was done: {one_line(error)}"
             bar.close()
-            ref_by_id = {r.video_id: r for r in todo}
-            for video_id in set(ref_by_id) - set(assemblies):  # produced no row at all
-                manifest.append(
-                    _manifest_row(
-                        run_id,
-                        config,
-                        video_id,
-                        ref_by_id[video_id].uri,
-                        "failed",
-                        0,
-                        0.0,
-                        "no output produced",
-                        0.0,
-                        0.0,
-                        0.0,
-                    )
-                )
-            for video_id, assembly in assemblies.items():
-                if assembly is not None:  # stream ended before the video completed
-                    manifest.append(
-                        _manifest_row(
-                            run_id,
-                            config,
-                            video_id,
-                            assembly.uri,
-                            "failed",
-                            0,
-                            assembly.fps,
-                            "incomplete: not every frame was produced",
-                            0.0,
-                            0.0,
-                            0.0,
-                        )
-                    )
+            for ref in todo:
+                if assemblies.get(ref.video_id, False) is not None:  # never seen, or not complete
+                    reason = f"{ref.uri}: {unfinished}"
+                    manifest.append(_manifest_row(run_id, config, ref.video_id, ref.uri, "failed", 0, 0.0, reason))
     finally:
         if started_ray:  # leave the process as it was (the demo and the tests run jobs in-process)
             ray.shutdown()
@@ -355,40 +343,60 @@ def run_job(config: JobConfig, progress: bool = True) -> dict:
 
 
 def _finish(output: Output, assembly: VideoAssembly, labels, config, run_id, signature, manifest) -> int:
-    """Commit a complete video (frames, masks, then its commit record) or record its failure."""
+    """Commit a complete video or record its failure in the manifest; the frames committed."""
     wall = time.perf_counter() - assembly.started
     timings = (wall, assembly.seconds("decode_seconds"), assembly.seconds("inference_seconds"))
-    if assembly.error:
-        manifest.append(
-            _manifest_row(
-                run_id, config, assembly.video_id, assembly.uri, "failed", 0, assembly.fps, assembly.error, *timings
-            )
-        )
-        return 0
-    masks, frames = assembly.tables(labels)
-    output.write_table(frames, FRAMES_SCHEMA, "frames", f"{assembly.video_id}.parquet")
-    output.write_table(masks, MASKS_SCHEMA, "masks", f"{assembly.video_id}.parquet")
-    record = dict(
-        video_id=assembly.video_id,
-        uri=assembly.uri,
-        frames=len(frames),
-        fps=assembly.fps,
-        height=assembly.height,
-        width=assembly.width,
-        masks=len(masks),
-        signature=signature,
-        model=config.model,
-        settings=config.settings(),
-        run_id=run_id,
+    frames, reason = (
+        (0, assembly.error) if assembly.error else _commit(output, assembly, labels, config, run_id, signature)
     )
-    output.commit(assembly.video_id, record)
+    status = "failed" if reason else "ok"
     manifest.append(
-        _manifest_row(run_id, config, assembly.video_id, assembly.uri, "ok", len(frames), assembly.fps, "", *timings)
+        _manifest_row(run_id, config, assembly.video_id, assembly.uri, status, frames, assembly.fps, reason, *timings)
     )
-    return len(frames)
+    return frames
 
 
-def _manifest_row(run_id, config, video_id, uri, status, frames, fps, error, wall, decode, inference) -> dict:
+def _commit(output: Output, assembly: VideoAssembly, labels, config, run_id, signature) -> tuple[int, str]:
+    """Write frames, masks, then the commit record: (frames, "") or (0, why the video is not committed).
+
+    Only a video with every frame exactly once is written. A storage error (after the storage
+    client's retries) leaves the video without a commit record, so not committed: a rerun redoes it.
+    """
+    video_id, uri = assembly.video_id, assembly.uri
+    try:
+        masks, frames = assembly.tables(labels)
+        indices = [row["frame_index"] for row in frames]
+        if indices != list(range(assembly.frames_total)):
+            missing = len(set(range(assembly.frames_total)) - set(indices))
+            duplicated = len(indices) - len(set(indices))
+            return (
+                0,
+                f"{uri}: not committed: {missing} of {assembly.frames_total} frames missing, {duplicated} duplicated",
+            )
+        output.write_table(frames, FRAMES_SCHEMA, "frames", f"{video_id}.parquet")
+        output.write_table(masks, MASKS_SCHEMA, "masks", f"{video_id}.parquet")
+        record = dict(
+            video_id=video_id,
+            uri=uri,
+            frames=len(frames),
+            fps=assembly.fps,
+            height=assembly.height,
+            width=assembly.width,
+            masks=len(masks),
+            signature=signature,
+            model=config.model,
+            settings=config.settings(),
+            run_id=run_id,
+        )
+        output.commit(video_id, record)
+    except Exception as error:  # storage (or any other) error: this video fails, the others go on
+        return 0, f"{uri}: not committed: {type(error).__name__}: {one_line(error)}"
+    return len(frames), ""
+
+
+def _manifest_row(
+    run_id, config, video_id, uri, status, frames, fps, error, wall=0.0, decode=0.0, inference=0.0
+) -> dict:
     return dict(
         run_id=run_id,
         video_id=video_id,
@@ -396,7 +404,7 @@ def _manifest_row(run_id, config, video_id, uri, status, frames, fps, error, wal
         status=status,
         frames=frames,
         fps=fps,
-        error=error,
+        error=redact(error),
         model=config.model,
         method=config.method,
         settings=json.dumps(config.settings()),

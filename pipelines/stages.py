@@ -6,6 +6,7 @@ stops the job; the driver reports it in the manifest.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -16,25 +17,21 @@ from tca_core import rle
 from tca_core.config import AccelerationConfig
 from tca_core.segmenter import Clip, VideoSegmenter
 
+from .errors import one_line
 from .storage import filesystem
-from .video_io import open_video, probe, read_frames
+from .video_io import decoder_message, frame_times, open_video, probe, read_frames
 
 
 def _open(uri: str, endpoint_url: str | None):
-    """A decord reader streaming the video through fsspec (no download of the archive)."""
+    """A video reader on the file, read through fsspec (s3fs retries transient storage errors)."""
     fs, path = filesystem(uri, endpoint_url)
     try:
-        handle = fs.open(path, "rb")
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot open {uri}: {error}") from error
-    return open_video_file(handle, uri)
-
-
-def open_video_file(handle, uri: str):
-    try:
-        return open_video(handle)
+        with fs.open(path, "rb") as handle:
+            return open_video(handle)
     except ValueError as error:
-        raise ValueError(f"cannot decode video {uri}: {str(error).split(': ', 1)[-1][:300]}") from error
+        raise ValueError(f"cannot decode: {error}") from error
+    except OSError as error:
+        raise ValueError(f"cannot read: {error}") from error
 
 
 def plan_video(row: dict, chunk_frames: int, overlap: int, endpoint_url=None) -> list[dict]:
@@ -43,6 +40,7 @@ def plan_video(row: dict, chunk_frames: int, overlap: int, endpoint_url=None) ->
     try:
         info = probe(_open(row["uri"], endpoint_url))
     except Exception as error:  # any failure is this video's, reported and not raised
+        reason = error if isinstance(error, ValueError) else decoder_message(error)
         return [
             dict(
                 base,
@@ -55,7 +53,7 @@ def plan_video(row: dict, chunk_frames: int, overlap: int, endpoint_url=None) ->
                 fps=0.0,
                 height=0,
                 width=0,
-                error=str(error) or type(error).__name__,
+                error=f"{row['uri']}: {reason}",
             )
         ]
     starts = list(range(0, info.frames, chunk_frames))
@@ -78,18 +76,21 @@ def plan_video(row: dict, chunk_frames: int, overlap: int, endpoint_url=None) ->
 
 
 def decode_chunk(row: dict, endpoint_url=None) -> dict:
-    """Add `frames` (warm_start..stop-1 as (T, H, W, 3) uint8) to a planned chunk."""
-    frames = np.zeros((0, 1, 1, 3), dtype=np.uint8)
+    """Add `frames` (warm_start..stop-1 as (T, H, W, 3) uint8) and their `times` (seconds) to a planned chunk."""
+    frames, times = np.zeros((0, 1, 1, 3), dtype=np.uint8), []
     if not row["error"]:
         begin = time.perf_counter()
         try:
-            frames = read_frames(_open(row["uri"], endpoint_url), row["warm_start"], row["stop"])
+            reader = _open(row["uri"], endpoint_url)
+            frames = read_frames(reader, row["warm_start"], row["stop"])
+            times = frame_times(reader, row["warm_start"], row["stop"])
             if frames.shape[1:3] != (row["height"], row["width"]):
                 raise ValueError(f"frame size changed mid-video to {frames.shape[2]}x{frames.shape[1]}")
         except Exception as error:  # the video's failure, reported in the manifest
-            row = dict(row, error=f"decoding frames {row['warm_start']}-{row['stop'] - 1}: {error}")
+            reason = error if isinstance(error, ValueError) else decoder_message(error)
+            row = dict(row, error=f"{row['uri']}: decoding frames {row['warm_start']}-{row['stop'] - 1}: {reason}")
         row = dict(row, decode_seconds=time.perf_counter() - begin)
-    return dict(row, frames=frames, decode_seconds=row.get("decode_seconds", 0.0))
+    return dict(row, frames=frames, times=times, decode_seconds=row.get("decode_seconds", 0.0))
 
 
 class SegmentActor:
@@ -98,6 +99,10 @@ class SegmentActor:
     A chunk whose video this actor processed up to the frame before continues that memory and skips
     its warm-up frames; otherwise it starts a fresh memory on the warm-up frames. Output rows (one per
     processed frame) carry packed masks; `lineage` names the tracker whose local ids they use.
+
+    `kill_once` ("N:MARKER", fault injection for tests and drills, off by default): the actor's
+    process exits after segmenting its N-th batch, before returning it, unless the file MARKER
+    exists; it creates MARKER first, so only one actor dies once however often Ray restarts it.
     """
 
     def __init__(
@@ -110,6 +115,7 @@ class SegmentActor:
         short_side: int | None,
         torch_threads: int | None = None,
         device: str = "auto",
+        kill_once: str | None = None,
     ):
         import torch
 
@@ -128,6 +134,7 @@ class SegmentActor:
         self.clip_frames = clip_frames
         self.torch_threads = torch_threads
         self.lineages: dict[str, str] = {}
+        self.kill_once, self.calls = kill_once, 0
 
     def __call__(self, batch: dict) -> pa.Table:
         if self.torch_threads:  # per call: OpenMP's thread count belongs to the calling thread
@@ -138,6 +145,9 @@ class SegmentActor:
         for i in range(len(batch["video_id"])):
             chunk = {key: batch[key][i] for key in batch}
             rows += self._chunk(chunk)
+        self.calls += 1
+        if self.kill_once:
+            _kill_once(self.kill_once, self.calls)
         # A fixed schema: inferred types would differ between frames with and without masks.
         return pa.Table.from_pylist(rows, schema=SEGMENTED_FRAME_SCHEMA)
 
@@ -168,6 +178,7 @@ class SegmentActor:
             self.lineages[video_id] = uuid.uuid4().hex
         first = start if continued else warm_start
         frames = np.asarray(chunk["frames"])[first - warm_start :]
+        times = [float(t) for t in chunk["times"]]
         rows, begin = [], time.perf_counter()
         try:
             for offset in range(0, len(frames), self.clip_frames):
@@ -177,6 +188,7 @@ class SegmentActor:
                         dict(
                             meta,
                             **_frame_fields(result),
+                            timestamp=times[result.frame_index - warm_start],
                             warm=result.frame_index < start,
                             lineage=self.lineages[video_id],
                             error="",
@@ -184,7 +196,7 @@ class SegmentActor:
                     )
         except Exception as error:  # e.g. out of memory on a huge frame: this video fails, others go on
             self.segmenter.drop(video_id)
-            return [dict(meta, **_EMPTY_FRAME, error=f"inference: {error}")]
+            return [dict(meta, **_EMPTY_FRAME, error=f"{chunk['uri']}: inference: {one_line(error)}")]
         seconds = time.perf_counter() - begin
         if int(chunk["stop"]) == int(chunk["frames_total"]):
             self.segmenter.drop(video_id)  # the video's last chunk: free its memory
@@ -208,6 +220,7 @@ SEGMENTED_FRAME_SCHEMA = pa.schema(
         ("width", pa.int64()),
         ("decode_seconds", pa.float64()),
         ("frame_index", pa.int64()),
+        ("timestamp", pa.float64()),  # presentation time, seconds
         ("instance_ids", pa.list_(pa.int64())),
         ("category_ids", pa.list_(pa.int64())),
         ("category_names", pa.list_(pa.string())),
@@ -226,6 +239,7 @@ SEGMENTED_FRAME_SCHEMA = pa.schema(
 
 _EMPTY_FRAME = dict(
     frame_index=-1,
+    timestamp=None,
     warm=False,
     lineage="",
     instance_ids=[],
@@ -239,6 +253,17 @@ _EMPTY_FRAME = dict(
     token_ratio=1.0,
     inference_seconds=0.0,
 )
+
+
+def _kill_once(setting: str, calls: int):
+    """Fault injection: exit this process at its N-th call unless the marker file exists (then create it)."""
+    count, marker = setting.split(":", 1)
+    if calls == int(count):
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return
+        os._exit(1)
 
 
 def _frame_fields(result) -> dict:

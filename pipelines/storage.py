@@ -26,13 +26,28 @@ class VideoRef:
 
 
 def filesystem(uri: str, endpoint_url: str | None = None):
-    """(fsspec filesystem, path without scheme) for a URI; `endpoint_url` for S3-compatible stores."""
+    """(fsspec filesystem, path without scheme) for a URI; `endpoint_url` for S3-compatible stores.
+
+    S3 requests that fail transiently (5xx, throttling, timeouts, dropped connections) are retried
+    with exponential backoff and jitter by botocore (`s3_retries`); s3fs also retries reads whose
+    response body breaks off.
+    """
     options = {}
     if uri.startswith("s3://"):
         options["use_listings_cache"] = False  # reruns and resumes must see what was just committed
+        options["config_kwargs"] = {"retries": s3_retries()}
         if endpoint_url:
             options["client_kwargs"] = {"endpoint_url": endpoint_url}
     return fsspec.core.url_to_fs(uri, **options)
+
+
+def s3_retries() -> dict:
+    """botocore's retry settings: AWS's own AWS_RETRY_MODE and AWS_MAX_ATTEMPTS (attempts in all,
+    the first included) when set, else the standard mode with 8 attempts."""
+    return {
+        "mode": os.environ.get("AWS_RETRY_MODE", "standard"),
+        "total_max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "8")),
+    }
 
 
 def join(base: str, *parts: str) -> str:

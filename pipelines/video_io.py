@@ -1,12 +1,21 @@
-"""Reading videos (decord) and writing H.264 MP4 (PyAV)."""
+"""Reading videos (decord, PyAV where decord fails) and writing H.264 MP4 (PyAV).
+
+Frames come out as RGB uint8 in display orientation (rotation metadata applied) and presentation
+order; `frame_times` gives each frame's presentation time, so variable frame rates are exact.
+"""
 
 from __future__ import annotations
 
+import io
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import numpy as np
+
+_AVERROR_INVALIDDATA = 1094995529  # FFmpeg's "invalid data found when processing input"
 
 
 @dataclass
@@ -18,27 +27,119 @@ class VideoInfo:
 
 
 def open_video(source):
-    """A decord VideoReader (RGB) on a path or a binary file object; ValueError when it can't decode."""
+    """A reader on a path or a binary file object; ValueError naming the reason when nothing decodes it.
+
+    decord first (fast seeking); PyAV where decord cannot (still images, and frame widths such as
+    16 or 48 pixels where decord's frame copy fails).
+    """
     import decord
 
-    path = str(source) if isinstance(source, (str, Path)) else getattr(source, "path", "file object")
+    if not isinstance(source, (str, Path)):
+        source = io.BytesIO(source.read())  # what decord does with a file object anyway
+    if (Path(source).stat().st_size if isinstance(source, (str, Path)) else source.getbuffer().nbytes) == 0:
+        raise ValueError("empty file (0 bytes)")
     try:
         reader = decord.VideoReader(str(source) if isinstance(source, (str, Path)) else source, ctx=decord.cpu(0))
-    except Exception as error:  # decord raises its own DECORDError and RuntimeError
-        raise ValueError(f"cannot decode video {path}: {error}") from error
-    if len(reader) == 0:
-        raise ValueError(f"video {path} has no frames")
-    return reader
+        reader.get_batch([0])  # decord opens some files whose frames it then cannot copy out
+        return reader
+    except Exception:  # decord raises its own DECORDError, RuntimeError and AssertionError
+        return AVReader(source)  # the same FFmpeg underneath, and clearer errors
 
 
 def probe(reader) -> VideoInfo:
+    if isinstance(reader, AVReader):
+        return reader.info
     height, width = reader[0].shape[:2]
     return VideoInfo(len(reader), float(reader.get_avg_fps()), height, width)
 
 
 def read_frames(reader, start: int, stop: int) -> np.ndarray:
     """Frames start..stop-1 as (T, H, W, 3) uint8."""
+    if isinstance(reader, AVReader):
+        return reader.read(start, stop)[0]
     return reader.get_batch(list(range(start, stop))).asnumpy()
+
+
+def frame_times(reader, start: int, stop: int) -> list[float]:
+    """Presentation times (seconds from the video stream's start) of frames start..stop-1."""
+    if isinstance(reader, AVReader):
+        return reader.read(start, stop)[1]
+    return [float(t) for t in reader.get_frame_timestamp(list(range(start, stop)))[:, 0]]
+
+
+def decoder_message(error: Exception) -> str:
+    """A decoder error in a line: without decord's source locations, FFmpeg's error codes named."""
+    lines = [line for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    text = re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", lines[0]).strip()
+    if str(_AVERROR_INVALIDDATA) in text:
+        text += " (invalid data: the file is truncated or corrupt)"
+    return text[:300]
+
+
+class AVReader:
+    """Decodes the first video stream with PyAV from the start, the way decord's readers are used.
+
+    Frame counts come from decoding the whole stream once; each read decodes from the start, so
+    this is meant for the files decord fails on, which are small in practice.
+    """
+
+    def __init__(self, source):
+        self.source = source
+        frames, first, opened = 0, None, False
+        try:
+            with self._open() as (container, stream):
+                opened = True
+                for frame in container.decode(stream):
+                    first = self._array(frame) if first is None else first
+                    frames += 1
+                fps = float(stream.average_rate or stream.guessed_rate or 0)
+        except av.FFmpegError as error:
+            if not opened:
+                raise ValueError(
+                    f"not a video file FFmpeg can read: {error.strerror} (corrupt, truncated or not a video)"
+                ) from None
+            raise ValueError(f"decoding failed after {frames} frames: {_reason(error)}") from None
+        if first is None:
+            raise ValueError("the video stream has no frames")
+        self.info = VideoInfo(frames, fps, first.shape[0], first.shape[1])
+
+    def read(self, start: int, stop: int) -> tuple[np.ndarray, list[float]]:
+        """(frames, presentation times) of frames start..stop-1."""
+        frames, times = [], []
+        try:
+            with self._open() as (container, stream):
+                origin = stream.start_time or 0
+                for index, frame in enumerate(container.decode(stream)):
+                    if index >= stop:
+                        break
+                    if index >= start:
+                        frames.append(self._array(frame))
+                        times.append(float((frame.pts - origin) * stream.time_base) if frame.pts is not None else 0.0)
+        except av.FFmpegError as error:
+            raise ValueError(f"decoding failed after {start + len(frames)} frames: {_reason(error)}") from None
+        if len(frames) != stop - start:
+            raise ValueError(f"frames {start}-{stop - 1} requested, the stream ended after {start + len(frames)}")
+        return np.stack(frames), times
+
+    @contextmanager
+    def _open(self):
+        """(container, its first video stream)."""
+        if isinstance(self.source, io.BytesIO):
+            self.source.seek(0)
+        with av.open(str(self.source) if isinstance(self.source, (str, Path)) else self.source) as container:
+            if not container.streams.video:
+                raise ValueError("no video stream (audio only, or not a video)")
+            yield container, container.streams.video[0]
+
+    @staticmethod
+    def _array(frame) -> np.ndarray:
+        """RGB, turned upright as the display matrix says (as decord does)."""
+        return np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), k=round(frame.rotation / 90) % 4))
+
+
+def _reason(error: av.FFmpegError) -> str:
+    hint = " (the file is truncated or corrupt)" if isinstance(error, av.InvalidDataError) else ""
+    return f"{error.strerror}{hint}"
 
 
 def write_mp4(path: str | Path, frames, fps: float = 24.0, crf: int = 18):

@@ -71,3 +71,90 @@ def moto_s3():
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+class FlakyProxy:
+    """An HTTP proxy on localhost in front of an S3 endpoint that fails chosen requests before they
+    reach it, as a bad network or an overloaded store does.
+
+    `fail_every = n`: every n-th request fails, alternately with a 503 and a dropped connection.
+    `fail_writes_under = ("bucket/prefix", ...)`: every PUT of a key under one of them gets a 503.
+    `failures` lists (method, path, how) for each failed request. Use as a context manager; `url`
+    is the endpoint to give clients.
+    """
+
+    def __init__(self, target: str, fail_every: int = 0, fail_writes_under: tuple[str, ...] = ()):
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        self.fail_every, self.fail_writes_under = fail_every, fail_writes_under
+        self.failures: list[tuple[str, str, str]] = []
+        self.requests = 0
+        lock, proxy, target_host = threading.Lock(), self, urlsplit(target).netloc
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as S3 clients expect
+
+            def log_message(self, *args):
+                pass
+
+            def handle_one(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                how = proxy._decide(self.command, self.path, lock)
+                if how == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if how == "503":
+                    error = b"<Error><Code>ServiceUnavailable</Code><Message>injected</Message></Error>"
+                    self.send_response(503)
+                    self.send_header("Content-Length", str(len(error)))
+                    self.end_headers()
+                    self.wfile.write(error)
+                    return
+                upstream = http.client.HTTPConnection(target_host, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "expect"}
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                response = upstream.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                length = response.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                upstream.close()
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = handle_one
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _decide(self, method: str, path: str, lock) -> str:
+        """'503', 'drop' or '' (forward) for a request."""
+        with lock:
+            self.requests += 1
+            how = ""
+            key = path.lstrip("/").split("?", 1)[0]
+            if method == "PUT" and any(key.startswith(prefix) for prefix in self.fail_writes_under):
+                how = "503"
+            elif self.fail_every and self.requests % self.fail_every == 0:
+                how = "503" if (self.requests // self.fail_every) % 2 else "drop"
+            if how:
+                self.failures.append((method, path, how))
+            return how
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
