@@ -34,7 +34,7 @@ from tqdm import tqdm
 from tca_core.config import AccelerationConfig
 from tca_core.evaluation import ConfusionMatrix, Scoreboard
 from tca_core.flops import flops_by_module
-from tca_core.model import EMBEDDED_MODEL
+from tca_core.model import EMBEDDED_MODEL, TUNED_SETTINGS
 from tca_core.segmenter import Clip, VideoSegmenter
 from tca_core.synthetic import CATEGORIES, SyntheticVideo
 from tca_core.train import HELD_OUT_SEED
@@ -44,31 +44,40 @@ FIDELITY_FOR_DEFAULT = 0.97
 
 
 def operating_points(quick: bool) -> list[AccelerationConfig]:
-    """The sweep: every (alpha, grid, temperature) for clustering and for TCA at each tau, plus an
-    iterations axis."""
+    """The sweep: every (alpha, grid, temperature) for clustering and for TCA, plus per-frame
+    clustering with TCA's residual reconstruction (an ablation: what TCA gains from reconstruction
+    alone), and axes of k-means rounds and tau at one setting."""
     if quick:
-        alphas, grids, temperatures, taus = [2, 9], [3, 5], [1.0], [0.9]
+        alphas, grids, temperatures = [2, 9], [3, 5], [1.0]
     else:
-        alphas, grids, temperatures, taus = [0, 3, 9], [2, 3, 5], [1.0, 16.0], [0.9]
+        alphas, grids, temperatures = [0, 3, 9], [2, 3, 5], [1.0, 16.0]
     points = []
     for alpha in alphas:
         for grid in grids:
             for temperature in temperatures:
                 shape = dict(alpha=alpha, grid=grid, temperature=temperature)
                 points.append(AccelerationConfig(method="clustering", **shape))
-                points += [AccelerationConfig(method="tca", tau=tau, **shape) for tau in taus]
+                points.append(AccelerationConfig(method="tca", **shape))
+                if temperature == temperatures[-1]:
+                    points.append(AccelerationConfig(method="clustering", reconstruction="residual", **shape))
     if not quick:
-        for iters in (2, 3):
-            points.append(AccelerationConfig(method="clustering", alpha=3, grid=3, iters=iters))
-            points.append(AccelerationConfig(method="tca", alpha=3, grid=3, iters=iters, tau=0.9))
+        shape = dict(alpha=3, grid=3, temperature=16.0)
+        points += [AccelerationConfig(method="clustering", iters=iters, **shape) for iters in (2, 3)]
+        points += [AccelerationConfig(method="tca", tca_iters=iters, **shape) for iters in (1, 2)]
+        points += [AccelerationConfig(method="tca", tau=tau, **shape) for tau in (0.6, 0.97)]
     return points
 
 
 def setting_name(config: AccelerationConfig) -> str:
     if not config.accelerated:
         return "full model"
-    name = f"alpha={config.alpha} h'={config.grid} iters={config.iters} T={config.temperature:g}"
-    return name + (f" tau={config.tau}" if config.method == "tca" else "")
+    if config.method == "tca":
+        name = (
+            f"alpha={config.alpha} h'={config.grid} iters={config.tca_iters} T={config.temperature:g} tau={config.tau}"
+        )
+    else:
+        name = f"alpha={config.alpha} h'={config.grid} iters={config.iters} T={config.temperature:g}"
+    return name + (" +residual" if config.method == "clustering" and config.reconstruction == "residual" else "")
 
 
 @dataclass
@@ -81,7 +90,8 @@ class PointStats:
     backbone_ratio: list[float] = field(default_factory=list)  # t_none / t_point per clip
     model_ratio: list[float] = field(default_factory=list)
     instance_ious: list[float] = field(default_factory=list)
-    cosines: list[float] = field(default_factory=list)
+    cosines: list[float] = field(default_factory=list)  # backbone output features against `none`'s, generated
+    cosines_real: list[float] = field(default_factory=list)  # the same on the real videos
     token_ratios: list[float] = field(default_factory=list)
     board: Scoreboard = field(default_factory=lambda: Scoreboard(CATEGORIES))
 
@@ -171,8 +181,8 @@ def sweep(segmenter: VideoSegmenter, points, seeds, real_names, num_frames, real
                     )
                     if kind == "generated":
                         point.instance_ious += _best_match_ious(theirs.instances, mine.instances)
-                if kind == "real":
-                    point.cosines.append(_feature_cosine(ref_features, features, resolved.stage))
+                cosine = _feature_cosine(ref_features, features, resolved.stage)
+                (point.cosines if kind == "generated" else point.cosines_real).append(cosine)
                 results[id(point)] += out
             bar.update(1)
         for point in stats:
@@ -217,7 +227,8 @@ def _summarise(segmenter, point: PointStats, flops_video: np.ndarray) -> dict:
         fidelity_miou=point.fidelity.miou() if accelerated else 1.0,
         fidelity_instance_iou=statistics.mean(point.instance_ious) if point.instance_ious else 1.0,
         fidelity_miou_real=point.fidelity_real.miou() if accelerated else 1.0,
-        feature_cosine_real=statistics.mean(point.cosines) if point.cosines else 1.0,
+        feature_cosine=statistics.mean(point.cosines) if point.cosines else 1.0,
+        feature_cosine_real=statistics.mean(point.cosines_real) if point.cosines_real else 1.0,
         gt_miou=gt["miou"],
         gt_ap=gt["ap"],
         token_ratio=statistics.mean(point.token_ratios) if point.token_ratios else 1.0,
@@ -230,20 +241,34 @@ def choose_default(rows: list[dict]) -> dict | None:
     return max(eligible, key=lambda r: r["speedup_backbone"]) if eligible else None
 
 
+def curve(row: dict) -> str:
+    """Which curve of the plot a row belongs to."""
+    if row["method"] == "clustering" and row["config"]["reconstruction"] == "residual":
+        return "clustering+residual"
+    return row["method"]
+
+
 def claim_check(rows: list[dict]) -> list[dict]:
-    """TCA against clustering at the same (alpha, h', iters, temperature): fidelity and accuracy differences."""
-    clustering = {_shape(r): r for r in rows if r["method"] == "clustering"}
+    """TCA against per-frame clustering (TCA.md's baseline) and against the residual-reconstruction
+    ablation, at the same (alpha, h', temperature): fidelity and accuracy differences."""
+    baselines = {(curve(r), _shape(r)): r for r in rows if curve(r) in ("clustering", "clustering+residual")}
     checks = []
     for row in rows:
-        if row["method"] == "tca" and _shape(row) in clustering:
-            base = clustering[_shape(row)]
+        if row["method"] != "tca":
+            continue
+        for name in ("clustering", "clustering+residual"):
+            base = baselines.get((name, _shape(row)))
+            if base is None:
+                continue
             checks.append(
                 dict(
                     setting=row["setting"],
+                    against=name,
                     gflops_tca=row["gflops_backbone"],
-                    gflops_clustering=base["gflops_backbone"],
+                    gflops_other=base["gflops_backbone"],
                     fidelity_gain=row["fidelity_miou"] - base["fidelity_miou"],
                     instance_gain=row["fidelity_instance_iou"] - base["fidelity_instance_iou"],
+                    feature_cosine_gain=row["feature_cosine"] - base["feature_cosine"],
                     gt_miou_gain=row["gt_miou"] - base["gt_miou"],
                     gt_ap_gain=row["gt_ap"] - base["gt_ap"],
                 )
@@ -253,7 +278,7 @@ def claim_check(rows: list[dict]) -> list[dict]:
 
 def _shape(row: dict) -> tuple:
     config = row["config"]
-    return config["alpha"], config["grid"], config["iters"], config["temperature"]
+    return config["alpha"], config["grid"], config["temperature"]
 
 
 def plot(rows: list[dict], out: Path):
@@ -266,16 +291,25 @@ def plot(rows: list[dict], out: Path):
     panels = [
         ("gflops_backbone", "fidelity_miou", "backbone GFLOPs / frame", "fidelity to the full model (mIoU)"),
         ("speedup_backbone", "fidelity_miou", "backbone speedup over none (CPU)", "fidelity to the full model (mIoU)"),
+        ("gflops_backbone", "feature_cosine", "backbone GFLOPs / frame", "backbone feature cosine to the full model"),
+        ("gflops_backbone", "fidelity_instance_iou", "backbone GFLOPs / frame", "instance mask IoU to the full model"),
         ("gflops_backbone", "gt_miou", "backbone GFLOPs / frame", "accuracy: mIoU vs ground truth"),
         ("gflops_backbone", "gt_ap", "backbone GFLOPs / frame", "accuracy: video AP vs ground truth"),
     ]
-    figure, axes = plt.subplots(2, 2, figsize=(12, 9))
+    curves = (
+        ("clustering", "tab:orange", "-", "clustering"),
+        ("clustering+residual", "tab:gray", "--", "clustering + residual reconstruction (ablation)"),
+        ("tca", "tab:blue", "-", "TCA"),
+    )
+    figure, axes = plt.subplots(3, 2, figsize=(12, 13))
     for axis, (x, y, xlabel, ylabel) in zip(axes.flat, panels):
-        for method, color in (("clustering", "tab:orange"), ("tca", "tab:blue")):
-            points = [(r[x], r[y]) for r in rows if r["method"] == method]
+        for name, color, style, label in curves:
+            points = [(r[x], r[y]) for r in rows if curve(r) == name]
+            if not points:
+                continue
             axis.scatter(*zip(*points), color=color, alpha=0.35, s=18)
             front = _pareto(points, cost_is_low=x.startswith("gflops"))
-            axis.plot(*zip(*front), color=color, marker="o", label=f"{method} (Pareto front)")
+            axis.plot(*zip(*front), color=color, linestyle=style, marker="o", label=f"{label} (Pareto front)")
         full = next(r for r in rows if r["method"] == "none")
         axis.scatter([full[x]], [full[y]], color="black", marker="*", s=160, label="full model (none)", zorder=5)
         axis.set_xlabel(xlabel)
@@ -302,21 +336,22 @@ def _pareto(points, cost_is_low: bool):
 def markdown_table(rows: list[dict]) -> str:
     lines = [
         "| method | setting | backbone GFLOPs | model GFLOPs | backbone speedup | model speedup | fidelity mIoU "
-        "| fidelity inst. IoU | GT mIoU | GT AP | real: feature cos | real: label agreement |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| fidelity inst. IoU | feature cos | GT mIoU | GT AP | real: feature cos | real: label agreement |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['setting']} | {r['gflops_backbone']:.3f} | {r['gflops_model']:.3f} "
             f"| {r['speedup_backbone']:.2f}x | {r['speedup_model']:.2f}x | {r['fidelity_miou']:.3f} "
-            f"| {r['fidelity_instance_iou']:.3f} | {r['gt_miou']:.3f} | {r['gt_ap']:.3f} "
+            f"| {r['fidelity_instance_iou']:.3f} | {r['feature_cosine']:.3f} | {r['gt_miou']:.3f} | {r['gt_ap']:.3f} "
             f"| {r['feature_cosine_real']:.3f} | {r['fidelity_miou_real']:.3f} |"
         )
     return "\n".join(lines)
 
 
 def run(quick: bool, out: Path, model: str = str(EMBEDDED_MODEL)) -> dict:
-    """Run the sweep and write results.json, tradeoff.png and results.md under `out`."""
+    """Run the sweep; write results.json, report.json, results.md, tradeoff.png and the chosen default
+    (acceleration.json, to copy beside the checkpoint) under `out`."""
     seeds = [HELD_OUT_SEED + i for i in range(2 if quick else 4)]
     real_names = sorted(p.name for p in SHARED_VIDEOS.glob("*") if p.suffix in (".mp4", ".mkv"))
     real_names = real_names[:2] if quick else real_names
@@ -339,4 +374,13 @@ def run(quick: bool, out: Path, model: str = str(EMBEDDED_MODEL)) -> dict:
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "results.md").write_text(markdown_table(rows) + "\n")
     plot(rows, out)
+    if default:
+        (out / TUNED_SETTINGS).write_text(json.dumps(tuned_settings(default, report), indent=2) + "\n")
     return dict(report, rows=rows)
+
+
+def tuned_settings(default: dict, report: dict) -> dict:
+    """The chosen point as a checkpoint's acceleration.json: the shape, not the method (the job picks that)."""
+    settings = {k: v for k, v in default["config"].items() if k not in ("method", "reconstruction")}
+    rule = f"fastest TCA point with fidelity_miou >= {FIDELITY_FOR_DEFAULT}"
+    return dict(chosen_by=f"tca-segment bench, {report['date']}, {report['machine']}: {rule}", settings=settings)

@@ -24,6 +24,7 @@ the same video gets 409).
 
 import asyncio
 import io
+import resource
 import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -40,9 +41,8 @@ from ray.serve.handle import DeploymentHandle
 
 from pipelines.nightly import JobConfig
 from pipelines.storage import filesystem
-from pipelines.video_io import open_video, probe, read_frames
-from tca_core.config import AccelerationConfig
-from tca_core.model import EMBEDDED_MODEL
+from pipelines.video_io import decoder_message, open_video, probe, read_frames
+from tca_core.model import EMBEDDED_MODEL, tuned_acceleration
 from tca_core.segmenter import Clip, FrameResult, VideoSegmenter
 
 from .jobs import NightlyJobs
@@ -163,6 +163,7 @@ class Stats(BaseModel):
     batch_frames: list[int] = Field(description="frames per forward pass")
     max_batch_size: int
     videos_in_memory: int
+    peak_memory_bytes: int = Field(description="the replica process's peak resident memory so far")
 
 
 def _reject(status: int, loc: tuple[str, ...], message: str, headers: dict | None = None) -> HTTPException:
@@ -203,7 +204,7 @@ class SegmentService:
             options.model,
             device=device,
             dtype=torch.float16 if device.startswith("cuda") else torch.float32,
-            acceleration=AccelerationConfig(method=options.method),
+            acceleration=tuned_acceleration(options.model, options.method),
             task=options.task,
             score_threshold=options.score_threshold,
             short_side=options.short_side,
@@ -290,6 +291,7 @@ class SegmentService:
             batch_frames=list(self.batch_frames),
             max_batch_size=self.options.max_batch_size,
             videos_in_memory=len(self.segmenter.memories),
+            peak_memory_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # Linux: KiB
         )
 
     # --- batched inference --------------------------------------------------------------------
@@ -397,8 +399,8 @@ class SegmentService:
         """All frames of a clip, (T, H, W, 3) uint8, after checking the frame and pixel limits."""
         try:
             reader = open_video(handle)
-        except ValueError:
-            raise _reject(422, loc, "not a video that can be decoded (mp4, mkv, webm, ...)") from None
+        except ValueError as error:
+            raise _reject(422, loc, f"not a video that can be decoded (mp4, mkv, webm, ...): {error}") from None
         info = probe(reader)
         if info.frames > self.options.max_frames:
             raise _reject(
@@ -410,7 +412,10 @@ class SegmentService:
                 loc,
                 f"{info.width}x{info.height} frames, over the limit of {self.options.max_pixels} pixels per frame",
             )
-        return read_frames(reader, 0, info.frames)
+        try:
+            return read_frames(reader, 0, info.frames)
+        except Exception as error:  # decord's own errors, PyAV's ValueError: a truncated or corrupt file
+            raise _reject(422, loc, f"the video cannot be decoded: {decoder_message(error)}") from None
 
 
 def build_app(args: dict) -> Application:

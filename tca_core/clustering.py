@@ -89,13 +89,17 @@ def update_centers(affinity: torch.Tensor, x: torch.Tensor, fallback: torch.Tens
     return torch.where(weight > 1e-6, means, fallback)
 
 
-def per_frame_clustering(x: torch.Tensor, geometry: WindowGeometry, iters: int, temperature: float):
-    """Local soft k-means of every frame independently. Returns (centers, affinity)."""
-    centers = initial_centers(x, geometry)
+def local_kmeans(x: torch.Tensor, centers: torch.Tensor, geometry: WindowGeometry, iters: int, temperature: float):
+    """`iters` rounds of local soft k-means from `centers`. Returns (centers, affinity)."""
     for _ in range(iters):
         affinity = soft_assignment(x, centers, geometry, temperature)
         centers = update_centers(affinity, x, centers)
     return centers, affinity
+
+
+def per_frame_clustering(x: torch.Tensor, geometry: WindowGeometry, iters: int, temperature: float):
+    """Local soft k-means of every frame independently, from grid pooling. Returns (centers, affinity)."""
+    return local_kmeans(x, initial_centers(x, geometry), geometry, iters, temperature)
 
 
 def temporal_cosine(x: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
@@ -111,20 +115,31 @@ def temporal_clustering(
     iters: int,
     temperature: float,
 ):
-    """TCA for one frame: `stable` tokens (B, nW, N) keep their previous soft assignment.
+    """TCA for one frame: clusters seeded by the previous frame's assignment of the `stable` tokens.
 
-    Centers start as the pooled current tokens under the kept assignment (grid pooling where a
-    center kept no token); only the changed tokens are compared with the centers and reassigned.
+    Centers start as the pooled current tokens under the assignment the stable tokens (B, nW, N) had
+    in the previous frame (grid pooling where a center kept no stable token), so the clusters carry
+    over from frame to frame; then `iters` soft k-means rounds refine them with every token. Frame
+    after frame this continues one k-means run instead of restarting it from the grid (docs/tca.md).
     Returns (centers, affinity).
     """
-    keep = stable[..., None]
-    kept = previous_affinity * keep
-    centers = update_centers(kept, x, initial_centers(x, geometry))
-    for _ in range(iters):
-        fresh = soft_assignment(x, centers, geometry, temperature)
-        affinity = torch.where(keep, previous_affinity, fresh)
-        centers = update_centers(affinity, x, centers)
-    return centers, affinity
+    kept = previous_affinity * stable[..., None]
+    seeded = update_centers(kept, x, initial_centers(x, geometry))
+    return local_kmeans(x, seeded, geometry, iters, temperature)
+
+
+def reconstruct(
+    x: torch.Tensor, centers: torch.Tensor, processed: torch.Tensor, weights: torch.Tensor, residual: bool
+) -> torch.Tensor:
+    """Full-resolution tokens (B, nW, N, C) from the processed clusters, `weights` (B, nW, N, M).
+
+    residual=False (TCA.md step 4): each token becomes the weighted sum of its processed clusters.
+    residual=True: each token keeps its own input and adds the weighted sum of what the clustered
+    blocks added to its clusters (processed - centers), so detail finer than a cluster survives.
+    """
+    if residual:
+        return x + weights @ (processed - centers)
+    return weights @ processed
 
 
 def reconstruction_weights(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 METHODS = ("none", "clustering", "tca")
+RECONSTRUCTIONS = ("mix", "residual")
 
 
 @dataclass(frozen=True)
@@ -21,8 +22,12 @@ class AccelerationConfig:
     temperature: sharpness of affinities, applied to the per-channel mean squared distance.
     radius: a token is compared only with centers within this many grid cells of its own cell.
     topk: clusters that contribute to each reconstructed token.
-    tau: TCA temporal threshold; tokens with cos(x[t], x[t-1]) >= tau keep their cluster.
-    tca_iters: refinement rounds for the tokens TCA reassigns.
+    reconstruction: how the stage output returns to full resolution: "mix" (each token is a mix of
+        its processed clusters, TCA.md step 4) or "residual" (each token keeps its own input and adds
+        its clusters' update). None: "residual" for TCA, "mix" for per-frame clustering.
+    tau: TCA temporal threshold; tokens with cos(x[t], x[t-1]) >= tau seed the clusters with their
+        assignment in the previous frame.
+    tca_iters: k-means rounds of TCA on a continued frame (from the seeded clusters).
     cut_threshold: a frame whose mean temporal cosine is below this is a scene cut (memory reset).
     """
 
@@ -34,8 +39,9 @@ class AccelerationConfig:
     temperature: float = 1.0
     radius: int = 1
     topk: int = 4
+    reconstruction: str | None = None
     tau: float = 0.9
-    tca_iters: int = 1
+    tca_iters: int = 3
     cut_threshold: float = 0.5
 
     def __post_init__(self):
@@ -49,6 +55,7 @@ class AccelerationConfig:
             "temperature": self.temperature > 0,
             "radius": self.radius >= 0,
             "topk": self.topk >= 1,
+            "reconstruction": self.reconstruction in (None, *RECONSTRUCTIONS),
             "tau": -1.0 <= self.tau <= 1.0,
             "tca_iters": self.tca_iters >= 1,
             "cut_threshold": -1.0 <= self.cut_threshold <= 1.0,
@@ -72,10 +79,8 @@ class AccelerationConfig:
             raise ValueError(f"alpha={alpha} must be below the depth {depth} of stage {self.stage}")
         if grid > window_size:
             raise ValueError(f"grid={grid} must not exceed the window size {window_size}")
-        return replace(self, alpha=alpha, grid=grid)
-
-    def with_method(self, method: str) -> AccelerationConfig:
-        return replace(self, method=method)
+        reconstruction = self.reconstruction or ("residual" if self.method == "tca" else "mix")
+        return replace(self, alpha=alpha, grid=grid, reconstruction=reconstruction)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -12,6 +13,9 @@ from .swin import AcceleratedSwinBackbone
 
 # The model trained here on generated videos and shipped in the package (docs/model_card.md).
 EMBEDDED_MODEL = Path(__file__).parent / "weights" / "swin-shapes"
+
+# Beside a checkpoint: the acceleration settings chosen for it from `tca-segment bench` (docs/benchmarks.md).
+TUNED_SETTINGS = "acceleration.json"
 
 # Backbone proportions of the public Swin variants (embed dim, depths, heads, window).
 SWIN_PRESETS = {
@@ -56,6 +60,18 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", dtype=tor
     if backbone_type != "swin":
         raise ValueError(f"{source!r} has a {backbone_type!r} backbone; TCA needs a Swin backbone")
     return model.to(device).eval()
+
+
+def tuned_acceleration(source: str | Path, method: str) -> AccelerationConfig:
+    """`method` with the settings tuned for the checkpoint at `source` (its acceleration.json), or with
+    AccelerationConfig's generic defaults where the checkpoint has none (e.g. a hub id)."""
+    path = Path(source) / TUNED_SETTINGS
+    if method == "none" or not path.is_file():
+        return AccelerationConfig(method=method)
+    try:
+        return AccelerationConfig(**json.loads(path.read_text())["settings"], method=method)
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a valid acceleration settings file: {error}") from error
 
 
 def accelerate(model: Mask2FormerForUniversalSegmentation, acceleration: AccelerationConfig) -> AcceleratedSwinBackbone:

@@ -133,7 +133,10 @@ class AcceleratedSwinBackbone(nn.Module):
 
         out_centers = window_partition(clustered.view(batch, grid_h, grid_w, channels), g)
         out_centers = out_centers.view(batch, -1, g * g, channels)
-        restored = weights.to(hidden.dtype) @ out_centers  # (B, nW, N, C)
+        residual = cfg.reconstruction == "residual"
+        restored = clustering.reconstruct(
+            windows, centers.to(hidden.dtype), out_centers, weights.to(hidden.dtype), residual
+        )
         restored = window_reverse(restored.reshape(-1, w, w, channels), w, padded_h, padded_w)
         return restored[:, :height, :width].reshape(batch, height * width, channels)
 

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from tca_core import clustering
 from tca_core.config import AccelerationConfig
 from tca_core.flops import flops_by_module
 from tca_core.model import accelerate, build_model, swin_mask2former_config
@@ -113,3 +114,26 @@ def test_invalid_settings_are_rejected(small_model):
         accelerate(small_model, AccelerationConfig(method="tca", alpha=4))
     with pytest.raises(ValueError, match="stage"):
         accelerate(small_model, AccelerationConfig(method="tca", stage=5))
+    with pytest.raises(ValueError, match="reconstruction"):
+        AccelerationConfig(method="tca", reconstruction="average")
+
+
+def test_reconstruction_defaults_by_method(small_model):
+    assert accelerate(small_model, AccelerationConfig(method="tca")).acceleration.reconstruction == "residual"
+    assert accelerate(small_model, AccelerationConfig(method="clustering")).acceleration.reconstruction == "mix"
+
+
+@pytest.mark.parametrize("grid", [1, 3])
+def test_residual_reconstruction_keeps_token_detail(grid):
+    """If the clustered blocks added nothing, residual reconstruction returns every token unchanged,
+    while mixing clusters blurs tokens into their clusters; what the blocks add reaches every token."""
+    valid = torch.ones(2, 7, 7, dtype=torch.bool)
+    geometry = clustering.window_geometry(valid, grid, radius=1)
+    x = torch.randn(3, 2, 49, 8)
+    centers, _ = clustering.per_frame_clustering(x, geometry, iters=3, temperature=4.0)
+    weights = clustering.reconstruction_weights(x, centers, geometry, temperature=4.0, topk=4)
+    torch.testing.assert_close(clustering.reconstruct(x, centers, centers, weights, residual=True), x)
+    assert (clustering.reconstruct(x, centers, centers, weights, residual=False) - x).abs().mean() > 0.1
+    update = torch.randn(8)
+    shifted = clustering.reconstruct(x, centers, centers + update, weights, residual=True)
+    torch.testing.assert_close(shifted, x + update)  # weights sum to 1 per token
