@@ -15,6 +15,7 @@ import uuid
 import ray
 from ray import serve
 
+from pipelines.errors import redact
 from pipelines.nightly import JobConfig, run_job
 
 _run_job = ray.remote(num_cpus=0)(run_job)
@@ -61,6 +62,6 @@ class NightlyJobs:
                     job["state"] = "failed" if failed else "succeeded"
                     job["error"] = f"{failed} video(s) failed" if failed else None
                 except Exception as error:  # the job itself failed (bad input prefix, lost cluster, ...)
-                    job["state"], job["error"] = "failed", str(error).strip().splitlines()[-1][:1000]
+                    job["state"], job["error"] = "failed", redact(str(error).strip().splitlines()[-1][:1000])
                 job["finished_at"] = time.time()
         return {key: value for key, value in job.items() if key != "ref"}

@@ -24,7 +24,6 @@ the same video gets 409).
 
 import asyncio
 import io
-import resource
 import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -163,7 +162,6 @@ class Stats(BaseModel):
     batch_frames: list[int] = Field(description="frames per forward pass")
     max_batch_size: int
     videos_in_memory: int
-    peak_memory_bytes: int = Field(description="the replica process's peak resident memory so far")
 
 
 def _reject(status: int, loc: tuple[str, ...], message: str, headers: dict | None = None) -> HTTPException:
@@ -291,7 +289,6 @@ class SegmentService:
             batch_frames=list(self.batch_frames),
             max_batch_size=self.options.max_batch_size,
             videos_in_memory=len(self.segmenter.memories),
-            peak_memory_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # Linux: KiB
         )
 
     # --- batched inference --------------------------------------------------------------------
@@ -382,18 +379,22 @@ class SegmentService:
             return self._decode(handle, ("body", "uri"))
 
     async def _read_body(self, request: Request) -> bytes:
+        """The body, refused before any of it is read when its declared length is missing or too large.
+
+        Serve's proxy forwards a body to the replica as fast as the client sends it, so a body is
+        only read once its Content-Length is known to be within the limit (a chunked upload
+        without one gets 411).
+        """
         limit = self.options.max_upload_bytes
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
+        if not declared.isdigit():
+            raise _reject(411, ("header", "content-length"), "send the video with a Content-Length header")
+        if int(declared) > limit:
             raise _reject(413, ("body",), f"{declared} bytes, over the limit of {limit}")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise _reject(413, ("body",), f"over the limit of {limit} bytes")
+        body = await request.body()
         if not body:
             raise _reject(422, ("body",), "empty body: send the bytes of a video file")
-        return bytes(body)
+        return body
 
     def _decode(self, handle, loc: tuple[str, ...]) -> np.ndarray:
         """All frames of a clip, (T, H, W, 3) uint8, after checking the frame and pixel limits."""

@@ -2,14 +2,15 @@
 
 A prefix is an absolute local path (or file:///path) or s3://bucket/prefix. A URI is allowed when
 it names a location under one of them: local paths after resolving symlinks (so a link inside an
-allowed directory can't point outside it), S3 keys by prefix. `..` and `.` segments, other
-schemes (http://, ftp://, ...) and relative paths are refused outright.
+allowed directory can't point outside it), S3 keys by prefix. `..` and `.` segments (also
+percent-encoded), other schemes (http://, ftp://, ...) and relative paths are refused outright.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from urllib.parse import unquote
 
 SCHEMES = ("file", "s3")
 
@@ -55,7 +56,7 @@ def _split(uri: str) -> tuple[str, str]:
     if scheme == "file" and not rest.startswith("/"):
         raise ForbiddenURI("local paths must be absolute")
     segments = rest.strip("/").split("/")
-    if any(segment in ("..", ".") for segment in segments):
+    if any(unquote(segment) in ("..", ".") for segment in segments):  # %2e%2e too: some stores decode keys
         raise ForbiddenURI("'..' and '.' path segments are not allowed")
     if scheme == "s3" and (not segments[0] or "?" in rest or "#" in rest):
         raise ForbiddenURI("expected s3://bucket/key without query or fragment")

@@ -1,7 +1,12 @@
-"""Awkward and broken input files, generated small: the reliability tests' input matrix."""
+"""Awkward and broken input files, generated small, with what a correct reader must make of each.
+
+python tests/bad_inputs.py DIR      # writes the matrix into DIR (docs/reliability.md)
+"""
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,24 +17,60 @@ from pipelines.video_io import write_mp4
 from tca_core.synthetic import moving_disc_clip
 
 
+@dataclass(frozen=True)
+class Input:
+    name: str
+    what: str
+    frames: int = 0  # a readable video: its frames, and their display size
+    height: int = 0
+    width: int = 0
+    times: tuple[float, ...] = ()  # presentation times in seconds, when irregular
+    reason: str = ""  # an unreadable file: a phrase its error must contain
+
+    @property
+    def readable(self) -> bool:
+        return not self.reason
+
+
+VFR_MILLISECONDS = (0, 40, 80, 300, 340, 700, 720, 1000)
+
+MATRIX = [
+    Input("zero-bytes.mp4", "an empty file", reason="empty"),
+    Input("truncated.mp4", "an MP4 cut in half (its index is at the end)", reason="truncated"),
+    Input("truncated-faststart.mp4", "an MP4 cut at 70% (index at the front, frames cut)", reason="truncated"),
+    Input("random-bytes.mp4", "20 kB of random bytes named .mp4", reason="not a video"),
+    Input("audio-only.mp4", "an MP4 holding only an AAC track", reason="no video stream"),
+    Input("still.jpg", "a JPEG image", 1, 64, 96),
+    Input("one-frame.mp4", "a video of one frame", 1, 64, 96),
+    Input("tiny-16x16.mp4", "16x16 frames (decord cannot copy them out)", 3, 16, 16),
+    Input("large-3840x2160.mp4", "3840x2160 frames", 2, 2160, 3840),
+    Input("odd-45x67.mp4", "45x67 frames (odd sizes, yuv444p)", 4, 45, 67),
+    Input("size-100x150.mp4", "100x150 frames (not multiples of 32)", 4, 100, 150),
+    Input("rotated-90.mp4", "96x64 stored, display matrix rotated 90 degrees", 4, 96, 64),
+    Input("variable-fps.mp4", "variable frame rate", 8, 64, 96, tuple(t / 1000 for t in VFR_MILLISECONDS)),
+    Input("gray.mp4", "grayscale H.264", 4, 64, 96),
+    Input("10bit.mp4", "10-bit H.264 (yuv420p10le)", 4, 64, 96),
+    Input("10bit-hevc.mkv", "10-bit HEVC in Matroska", 4, 64, 96),
+]
+
+
 def _frames(count: int, height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A moving disc on a plain background, resized to any size (the generator wants >= 64x96)."""
+    """A moving disc on a plain background, resampled to any size."""
     frames, _ = moving_disc_clip(count, max(height, 64), max(width, 96), seed=seed)
     rows = np.linspace(0, frames.shape[1] - 1, height).astype(int)
     cols = np.linspace(0, frames.shape[2] - 1, width).astype(int)
     return np.ascontiguousarray(frames[:, rows][:, :, cols])
 
 
-def _encode(
-    path: Path, frames, codec="libx264", pix_fmt="yuv420p", pts=None, rotation=None, options=None, faststart=False
-):
-    """Encode RGB frames with any codec and pixel format; `pts` in milliseconds for irregular timing."""
+def _encode(path: Path, frames, codec="libx264", pix_fmt="yuv420p", pts=None, rotation=None, faststart=False):
+    """Encode RGB frames with a codec and pixel format; `pts` in milliseconds for irregular timing."""
     with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as container:
         stream = container.add_stream(codec, rate=10)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
-        stream.options = options or {}
+        if codec == "libx265":
+            stream.options = {"x265-params": "log-level=error"}
         if rotation is not None:
-            stream.set_display_rotation(rotation)  # display matrix, as phone cameras record it
+            stream.set_display_rotation(rotation)  # the display matrix, as phone cameras write it
         if pts is not None:
             stream.codec_context.time_base = Fraction(1, 1000)
         for index, frame in enumerate(frames):
@@ -51,72 +92,51 @@ def _audio_only(path: Path):
         container.mux(stream.encode())
 
 
-def _still_image(path: Path):
-    from PIL import Image
-
-    Image.fromarray(_frames(1, 64, 96)[0]).save(path, format="JPEG")
+def _cut(path: Path, fraction: float):
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * fraction)])
 
 
-def write_bad_inputs(directory: Path) -> dict[str, str]:
-    """Write the matrix into `directory`; {file name: what it is}."""
+def _write(name: str, path: Path):
+    if name == "zero-bytes.mp4":
+        path.write_bytes(b"")
+    elif name == "truncated.mp4":
+        write_mp4(path, _frames(12, 64, 96, seed=1), fps=10)
+        _cut(path, 0.5)
+    elif name == "truncated-faststart.mp4":
+        _encode(path, _frames(30, 64, 96, seed=2), faststart=True)
+        _cut(path, 0.7)
+    elif name == "random-bytes.mp4":
+        path.write_bytes(np.random.default_rng(0).bytes(20_000))
+    elif name == "audio-only.mp4":
+        _audio_only(path)
+    elif name == "still.jpg":
+        from PIL import Image
+
+        Image.fromarray(_frames(1, 64, 96)[0]).save(path, format="JPEG")
+    elif name == "rotated-90.mp4":
+        _encode(path, _frames(4, 64, 96, seed=7), rotation=90)
+    elif name == "variable-fps.mp4":
+        _encode(path, _frames(8, 64, 96, seed=8), pts=VFR_MILLISECONDS)
+    else:
+        item = next(i for i in MATRIX if i.name == name)
+        codec, pix_fmt = "libx264", "yuv420p"
+        if name == "odd-45x67.mp4":
+            pix_fmt = "yuv444p"  # 4:2:0 needs even sizes
+        elif name == "gray.mp4":
+            pix_fmt = "gray"
+        elif name.startswith("10bit"):
+            codec, pix_fmt = ("libx265" if name.endswith(".mkv") else "libx264"), "yuv420p10le"
+        _encode(path, _frames(item.frames, item.height, item.width, seed=len(name)), codec, pix_fmt)
+
+
+def write_bad_inputs(directory: Path) -> list[Input]:
+    """Write every input of `MATRIX` into `directory`; returns `MATRIX`."""
     directory.mkdir(parents=True, exist_ok=True)
-    made = {}
+    for item in MATRIX:
+        _write(item.name, directory / item.name)
+    return MATRIX
 
-    def add(name, what, make):
-        make(directory / name)
-        made[name] = what
 
-    good = directory / "_good.mp4"
-    write_mp4(good, _frames(12, 64, 96, seed=1), fps=10)
-    whole = good.read_bytes()
-    good.unlink()
-    add("zero-bytes.mp4", "an empty file", lambda p: p.write_bytes(b""))
-    add("truncated.mp4", "an MP4 cut mid-stream (index at the end)", lambda p: p.write_bytes(whole[: len(whole) // 2]))
-    add(
-        "truncated-faststart.mp4",
-        "an MP4 cut mid-stream (index at the front)",
-        lambda p: (
-            _encode(p, _frames(30, 64, 96, seed=2), faststart=True),
-            p.write_bytes(p.read_bytes()[: p.stat().st_size * 7 // 10]),
-        ),
-    )
-    add("random-bytes.mp4", "random bytes named .mp4", lambda p: p.write_bytes(np.random.default_rng(0).bytes(20_000)))
-    add("audio-only.mp4", "an MP4 with an AAC track and no video", _audio_only)
-    add("still.jpg", "a JPEG image", _still_image)
-    add("one-frame.mp4", "a video of one frame", lambda p: write_mp4(p, _frames(1, 64, 96, seed=3)))
-    add("tiny-16x16.mp4", "16x16 frames", lambda p: _encode(p, _frames(3, 16, 16, seed=4)))
-    add("large-3840x2160.mp4", "3840x2160 frames", lambda p: _encode(p, _frames(2, 2160, 3840, seed=5)))
-    add(
-        "odd-45x67.mp4",
-        "45x67 frames (odd, not multiples of 32)",
-        lambda p: _encode(p, _frames(4, 45, 67), pix_fmt="yuv444p"),
-    )
-    add("size-100x150.mp4", "100x150 frames (not multiples of 32)", lambda p: _encode(p, _frames(4, 100, 150, seed=6)))
-    add(
-        "rotated-90.mp4",
-        "display rotation 90 degrees in the track matrix",
-        lambda p: _encode(p, _frames(4, 64, 96, seed=7), rotation=90),
-    )
-    add(
-        "variable-fps.mp4",
-        "variable frame rate (irregular timestamps)",
-        lambda p: _encode(p, _frames(8, 64, 96, seed=8), pts=[0, 40, 80, 300, 340, 700, 720, 1000]),
-    )
-    add("gray.mp4", "grayscale H.264", lambda p: _encode(p, _frames(4, 64, 96, seed=9), pix_fmt="gray"))
-    add(
-        "10bit.mp4",
-        "10-bit H.264 (yuv420p10le)",
-        lambda p: _encode(p, _frames(4, 64, 96, seed=10), pix_fmt="yuv420p10le"),
-    )
-    add(
-        "10bit-hevc.mkv",
-        "10-bit HEVC",
-        lambda p: _encode(
-            p,
-            _frames(4, 64, 96, seed=11),
-            codec="libx265",
-            pix_fmt="yuv420p10le",
-            options={"x265-params": "log-level=error"},
-        ),
-    )
-    return made
+if __name__ == "__main__":
+    for item in write_bad_inputs(Path(sys.argv[1])):
+        print(f"{item.name}: {item.what}")
