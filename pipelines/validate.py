@@ -71,6 +71,10 @@ def _files(output: Output, folder: str, suffix: str) -> list[tuple[str, str]]:
 
 def _check_video(output: Output, video_id: str, record: dict, report: Report):
     report.videos += 1
+    lacking = [key for key in ("frames", "height", "width", "masks", "run_id") if key not in record]
+    if lacking:
+        report.problems.append(f"{video_id}: commit record lacks {', '.join(lacking)}")
+        return
     problems = []
     count, height, width = int(record["frames"]), int(record["height"]), int(record["width"])
     if record.get("video_id") != video_id:

@@ -78,18 +78,19 @@ class FlakyProxy:
     reach it, as a bad network or an overloaded store does.
 
     `fail_every = n`: every n-th request fails, alternately with a 503 and a dropped connection.
-    `fail_writes_under = ("bucket/prefix", ...)`: every PUT of a key under one of them gets a 503.
+    `fail_writes_under = ("bucket/prefix", ...)`: every PUT of a key under one of them gets a 503;
+    `fail_reads_under`: the same for GET and HEAD.
     `failures` lists (method, path, how) for each failed request. Use as a context manager; `url`
     is the endpoint to give clients.
     """
 
-    def __init__(self, target: str, fail_every: int = 0, fail_writes_under: tuple[str, ...] = ()):
+    def __init__(self, target: str, fail_every: int = 0, fail_writes_under=(), fail_reads_under=()):
         import http.client
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         from urllib.parse import urlsplit
 
-        self.fail_every, self.fail_writes_under = fail_every, fail_writes_under
+        self.fail_every, self.fail_writes_under, self.fail_reads_under = fail_every, fail_writes_under, fail_reads_under
         self.failures: list[tuple[str, str, str]] = []
         self.requests = 0
         lock, proxy, target_host = threading.Lock(), self, urlsplit(target).netloc
@@ -143,7 +144,14 @@ class FlakyProxy:
             self.requests += 1
             how = ""
             key = path.lstrip("/").split("?", 1)[0]
-            if method == "PUT" and any(key.startswith(prefix) for prefix in self.fail_writes_under):
+            under = (
+                self.fail_writes_under
+                if method == "PUT"
+                else self.fail_reads_under
+                if method in ("GET", "HEAD")
+                else ()
+            )
+            if any(key.startswith(prefix) for prefix in under):
                 how = "503"
             elif self.fail_every and self.requests % self.fail_every == 0:
                 how = "503" if (self.requests // self.fail_every) % 2 else "drop"

@@ -1,0 +1,351 @@
+"""Reliability of the nightly job: bad inputs, worker faults, storage faults, secrets, `validate`.
+
+Real components: local Ray, moto's S3 server over HTTP behind a fault-injecting proxy
+(helpers.FlakyProxy), real video files (tests/bad_inputs.py). Each job test prints a `FIGURES`
+line (pytest -s) with what it tried and what it counted; docs/reliability.md quotes them.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from bad_inputs import write_bad_inputs
+from helpers import FlakyProxy, moto_s3
+
+from pipelines.cli import main as cli
+from pipelines.errors import redact
+from pipelines.nightly import JobConfig, Output, VideoAssembly, _commit, run_job
+from pipelines.nightly import main as nightly_main
+from pipelines.storage import filesystem, join
+from pipelines.validate import validate
+from pipelines.video_io import AVReader, frame_times, open_video, probe, read_frames, write_mp4
+from tca_core import rle
+from tca_core.synthetic import moving_disc_clip
+
+VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+ACCESS_KEY, SECRET_KEY = "AKIATCARELIABILITY01", "tca-reliability-secret-Zq8vW2xK"
+DISC_FRAMES = 24
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """moto's S3 server, with credentials distinctive enough to search for (test_no_credentials_...)."""
+    with moto_s3() as endpoint:
+        os.environ.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
+        filesystem("s3://archive/", endpoint)[0].mkdir("archive")
+        yield endpoint
+
+
+@pytest.fixture(scope="module")
+def local_ray(s3):
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # workers inherit the env
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(small_config, tmp_path_factory):
+    from tca_core.model import build_model
+
+    path = tmp_path_factory.mktemp("model")
+    build_model(small_config, seed=0).save_pretrained(path)
+    return str(path)
+
+
+def _config(tiny_model, **settings) -> JobConfig:
+    """Small and fast: 8-frame chunks, every mask kept (a random-weight model scores low)."""
+    return JobConfig(model=tiny_model, short_side=32, chunk_frames=8, clip_frames=4, score_threshold=0.0, **settings)
+
+
+def _disc_videos(directory: Path, count: int = 3) -> dict[str, int]:
+    """Videos of DISC_FRAMES frames (3 chunks of 8 each); {file name: frames}."""
+    for seed in range(count):
+        frames, _ = moving_disc_clip(DISC_FRAMES, 64, 96, seed=seed)
+        write_mp4(directory / f"v{seed}.mp4", frames, fps=10)
+    return {f"v{seed}.mp4": DISC_FRAMES for seed in range(count)}
+
+
+def _every_frame_once(output: str, expected: dict[str, int], endpoint_url=None) -> dict:
+    """Each video's frames table lists 0..N-1 exactly once, and `validate` finds nothing wrong."""
+    fs, root = filesystem(output, endpoint_url)
+    for video_id, count in expected.items():
+        frames = pq.read_table(join(root, "frames", f"{video_id}.parquet"), filesystem=fs)
+        assert sorted(frames.column("frame_index").to_pylist()) == list(range(count)), video_id
+    report = validate(output, endpoint_url)
+    assert report.ok, report.text()
+    assert report.frames_lost == 0 and report.frames_duplicated == 0
+    return dict(frames=sum(expected.values()), lost=report.frames_lost, duplicated=report.frames_duplicated)
+
+
+def _figures(name: str, **values):
+    print(f"FIGURES {name}: " + ", ".join(f"{key}={value}" for key, value in values.items()))
+
+
+def test_both_readers_decode_the_awkward_inputs_alike(tmp_path):
+    """decord and the PyAV fallback agree on frames, display orientation and presentation times."""
+    for item in write_bad_inputs(tmp_path):
+        path = tmp_path / item.name
+        if not item.readable:
+            with pytest.raises(ValueError, match=item.reason):
+                open_video(path)
+            continue
+        reader, fallback = open_video(path), AVReader(path)
+        for source in (reader, fallback):
+            assert (probe(source).frames, probe(source).height, probe(source).width) == (
+                item.frames,
+                item.height,
+                item.width,
+            ), item.name
+        frames, times = read_frames(reader, 0, item.frames), frame_times(reader, 0, item.frames)
+        assert np.abs(frames.astype(int) - read_frames(fallback, 0, item.frames)).mean() < 3, item.name
+        assert frame_times(fallback, 0, item.frames) == pytest.approx(times, abs=1e-3), item.name
+        if item.times:
+            assert times == pytest.approx(item.times, abs=1e-3)
+
+
+def test_bad_input_matrix_through_the_job(local_ray, tiny_model, tmp_path):
+    """Each input is segmented with every frame at its display size, or failed naming the file and the
+    reason; a good video in the same run is unaffected."""
+    inputs = write_bad_inputs(tmp_path / "in")
+    shutil.copy(VIDEOS / "milk.mkv", tmp_path / "in" / "milk.mkv")  # 51 frames, 480x640
+    output = str(tmp_path / "out")
+    summary = run_job(_config(tiny_model, input=str(tmp_path / "in"), include=["*"], output=output), progress=False)
+
+    readable = {item.name: item for item in inputs if item.readable}
+    unreadable = {item.name: item for item in inputs if not item.readable}
+    assert summary["videos_ok"] == len(readable) + 1 and summary["videos_failed"] == len(unreadable), summary
+    for name, item in unreadable.items():
+        error = summary["failures"][name]
+        assert error.startswith(str(tmp_path / "in" / name)) and item.reason in error, error
+        assert not (tmp_path / "out" / "_commits" / f"{name}.json").exists()
+    expected = {name: item.frames for name, item in readable.items()} | {"milk.mkv": 51}
+    figures = _every_frame_once(output, expected)
+    for name, item in [*readable.items(), ("milk.mkv", None)]:
+        masks = pq.read_table(tmp_path / "out" / "masks" / f"{name}.parquet")
+        size = (480, 640) if item is None else (item.height, item.width)
+        assert set(zip(masks.column("height").to_pylist(), masks.column("width").to_pylist())) == {size}, name
+        if item is not None and item.times:
+            frames = pq.read_table(tmp_path / "out" / "frames" / f"{name}.parquet").sort_by("frame_index")
+            assert frames.column("timestamp").to_pylist() == pytest.approx(item.times, abs=1e-3)
+    _figures(
+        "bad-inputs",
+        inputs=len(inputs) + 1,
+        segmented=summary["videos_ok"],
+        reported_failed=summary["videos_failed"],
+        **figures,
+    )
+
+
+def test_an_actor_killed_mid_video_is_retried_and_every_frame_is_kept_once(local_ray, tiny_model, tmp_path):
+    expected = _disc_videos(tmp_path / "in")
+    marker = tmp_path / "killed"
+    config = _config(
+        tiny_model, input=str(tmp_path / "in"), output=str(tmp_path / "out"), kill_actor_once=f"4:{marker}"
+    )
+    summary = run_job(config, progress=False)
+    assert marker.exists()  # the actor did die, in the middle of the second video
+    assert summary["videos_ok"] == 3 and summary["videos_failed"] == 0, summary
+    _figures("actor-killed", actors_killed=1, **_every_frame_once(config.output, expected))
+
+
+def test_an_actor_dying_past_its_restarts_fails_cleanly_and_a_rerun_finishes(local_ray, tiny_model, tmp_path):
+    expected = _disc_videos(tmp_path / "in")
+    config = _config(
+        tiny_model,
+        input=str(tmp_path / "in"),
+        output=str(tmp_path / "out"),
+        kill_actor_once=f"2:{tmp_path / 'killed'}",
+        max_actor_restarts=0,
+        max_task_retries=0,
+    )
+    summary = run_job(config, progress=False)
+    assert summary["videos_failed"] == 3, summary
+    assert all("actor died" in error for error in summary["failures"].values()), summary["failures"]
+    assert validate(config.output).ok  # nothing half-committed
+
+    again = run_job(_config(tiny_model, input=config.input, output=config.output), progress=False)
+    assert again["videos_ok"] + again["videos_skipped"] == 3 and again["videos_failed"] == 0, again
+    _figures("actor-killed-no-restarts", actors_killed=1, **_every_frame_once(config.output, expected))
+
+
+def _frame(chunk: int, frame: int, lineage: str, frames_total: int = 16) -> dict:
+    """One encoded row of the stream: chunks of 8 frames with 4 warm-up frames, one square per frame."""
+    start = chunk * 8
+    mask = np.zeros((16, 24), bool)
+    mask[4:10, frame % 12 : frame % 12 + 6] = True
+    return dict(
+        video_id="v.mp4",
+        uri="/in/v.mp4",
+        chunk_index=chunk,
+        num_chunks=2,
+        start=start,
+        stop=start + 8,
+        frames_total=frames_total,
+        fps=10.0,
+        height=16,
+        width=24,
+        frame_index=frame,
+        timestamp=frame / 10,
+        warm=frame < start,
+        lineage=lineage,
+        error="",
+        instance_ids=[7],
+        category_ids=[0],
+        category_names=["disc"],
+        scores=[0.9],
+        rles=[rle.encode(mask)["counts"]],
+        semantic_ids=[],
+        semantic_rles=[],
+        tca_reset=None,
+        tca_reassigned=None,
+    )
+
+
+def test_video_assembly_keeps_each_frame_once_and_the_commit_refuses_incomplete_videos(tmp_path):
+    first = [_frame(0, f, "a") for f in range(8)]
+    died = [_frame(1, f, "b") for f in range(4, 11)]  # an attempt cut short when its actor died
+    retried = [_frame(1, f, "c") for f in range(4, 16)]  # the retry: 4 warm-up frames, then 8..15
+    assembly = VideoAssembly(first[0])
+    assert not any(assembly.add(row) for row in first + died)
+    assert [assembly.add(row) for row in retried][-1]
+    for row in first + retried + [_frame(1, f, "b") for f in range(11, 16)]:  # re-emitted and late rows
+        assert assembly.add(row)
+    masks, frames = assembly.tables({0: "disc"})
+    assert [row["frame_index"] for row in frames] == list(range(16))
+    assert [row["frame_index"] for row in masks] == list(range(16))
+    assert {row["instance_id"] for row in masks} == {1}  # the retry's ids linked over the warm-up frames
+    assert _commit(Output(str(tmp_path / "out")), assembly, {0: "disc"}, JobConfig(), "run", "sig") == (16, "")
+    assert validate(str(tmp_path / "out")).ok
+
+    short = VideoAssembly(_frame(0, 0, "a", frames_total=20))  # the plan promised 20 frames, 16 came
+    for row in [_frame(0, f, "a", 20) for f in range(8)] + [_frame(1, f, "c", 20) for f in range(4, 16)]:
+        short.add(row)
+    frames_written, reason = _commit(Output(str(tmp_path / "short")), short, {0: "disc"}, JobConfig(), "run", "sig")
+    assert frames_written == 0 and "not committed: 4 of 20 frames missing" in reason
+    assert not (tmp_path / "short").exists()
+
+
+def _s3_archive(endpoint: str, local: Path, prefix: str) -> dict[str, int]:
+    expected = _disc_videos(local)
+    fs, _ = filesystem("s3://archive/", endpoint)
+    for name in expected:
+        fs.put_file(str(local / name), f"archive/{prefix}/{name}")
+    return expected
+
+
+def test_transient_storage_errors_are_retried(s3, local_ray, tiny_model, tmp_path):
+    expected = _s3_archive(s3, tmp_path, "flaky-in")
+    with FlakyProxy(s3, fail_every=5) as proxy:
+        config = _config(
+            tiny_model, input="s3://archive/flaky-in/", output="s3://archive/runs/flaky/", endpoint_url=proxy.url
+        )
+        summary = run_job(config, progress=False)
+    assert summary["videos_ok"] == 3 and summary["videos_failed"] == 0, summary
+    kinds = {(method, how) for method, _, how in proxy.failures}
+    assert {how for _, how in kinds} == {"503", "drop"} and {"GET", "PUT"} <= {method for method, _ in kinds}, kinds
+    figures = _every_frame_once(config.output, expected, s3)
+    _figures("storage-transient", requests=proxy.requests, failed_requests=len(proxy.failures), **figures)
+
+
+def test_persistent_storage_errors_fail_only_their_video_and_a_rerun_finishes(
+    s3, local_ray, tiny_model, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")  # the driver's writes and reads: give up sooner
+    expected = _s3_archive(s3, tmp_path, "stuck-in")
+    output = "s3://archive/runs/stuck/"
+    broken_write, broken_read = "archive/runs/stuck/masks/v1.mp4", "archive/stuck-in/v2.mp4"
+    with FlakyProxy(s3, fail_writes_under=(broken_write,), fail_reads_under=(broken_read,)) as proxy:
+        config = _config(tiny_model, input="s3://archive/stuck-in/", output=output, endpoint_url=proxy.url)
+        summary = run_job(config, progress=False)
+    assert summary["videos_ok"] == 1 and set(summary["failures"]) == {"v1.mp4", "v2.mp4"}, summary
+    assert "not committed" in summary["failures"]["v1.mp4"] and "cannot read" in summary["failures"]["v2.mp4"]
+    assert sum(path.endswith("v1.mp4.parquet") and method == "PUT" for method, path, _ in proxy.failures) == 3
+    fs, root = filesystem(output, s3)
+    assert fs.exists(join(root, "frames", "v1.mp4.parquet"))  # written before the masks failed ...
+    assert not fs.exists(join(root, "_commits", "v1.mp4.json"))  # ... but not committed
+    report = validate(output, s3)
+    assert report.ok and report.uncommitted == ["v1.mp4"], report.text()
+
+    again = run_job(_config(tiny_model, input=config.input, output=output, endpoint_url=s3), progress=False)
+    assert again["videos_ok"] == 2 and again["videos_skipped"] == 1, again
+    figures = _every_frame_once(output, expected, s3)
+    assert validate(output, s3).uncommitted == []
+    _figures("storage-persistent", failed_requests=len(proxy.failures), videos_failed_then_rerun=2, **figures)
+
+
+def test_no_credentials_in_outputs_manifests_or_logs(s3, local_ray, tiny_model, tmp_path, capsys, monkeypatch):
+    import ray
+
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    _s3_archive(s3, tmp_path, "secret-in")
+    with FlakyProxy(s3, fail_every=7, fail_writes_under=("archive/runs/secret/masks/v0.mp4",)) as proxy:
+        code = nightly_main(
+            ["--input", "s3://archive/secret-in/", "--output", "s3://archive/runs/secret/", "--endpoint-url", proxy.url]
+            + ["--model", tiny_model, "--short-side", "32", "--chunk-frames", "8"]
+        )
+    printed = capsys.readouterr()
+    assert code == 1 and "FAILED v0.mp4" in printed.err  # an error message went to the manifest and stderr
+    fs, _ = filesystem("s3://archive/", s3)
+    texts = {"stdout": printed.out, "stderr": printed.err}
+    for path in fs.find("archive/runs/secret/"):
+        texts[path] = fs.cat_file(path).decode("latin-1")
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    for path in logs.rglob("*"):
+        if path.is_file():
+            texts[str(path)] = path.read_bytes().decode("latin-1")
+    leaks = [where for where, text in texts.items() if ACCESS_KEY in text or SECRET_KEY in text]
+    assert not leaks and len(texts) > 10, leaks
+    assert redact(f"http://user:{SECRET_KEY}@host/b?X-Amz-Signature=abc&X-Amz-Credential={ACCESS_KEY}") == (
+        "http://***@host/b?X-Amz-Signature=***&X-Amz-Credential=***"
+    )
+    _figures("secrets", files_and_streams_searched=len(texts), leaks=len(leaks))
+
+
+def test_validate_reports_what_is_wrong(local_ray, tiny_model, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    write_mp4(tmp_path / "in" / "v.mp4", moving_disc_clip(10, 64, 96, seed=1)[0], fps=10)
+    (tmp_path / "in" / "empty.mp4").write_bytes(b"")
+    good = tmp_path / "good"
+    summary = run_job(_config(tiny_model, input=str(tmp_path / "in"), output=str(good)), progress=False)
+    assert (summary["videos_ok"], summary["videos_failed"]) == (1, 1)
+    assert cli(["validate", str(good)]) == 0
+    assert "frames lost: 0, frames duplicated: 0" in capsys.readouterr().out
+
+    def table(path: Path, change):
+        original = pq.read_table(path)
+        pq.write_table(pa.Table.from_pylist(change(original.to_pylist()), schema=original.schema), path)
+
+    def commit_failed_video(out: Path):
+        record = json.loads((out / "_commits" / "v.mp4.json").read_text())
+        (out / "_commits" / "empty.mp4.json").write_text(json.dumps(dict(record, video_id="empty.mp4")))
+
+    corruptions = {
+        "frame missing": (
+            lambda out: table(out / "frames" / "v.mp4.parquet", lambda r: r[:3] + r[4:]),
+            "1 of 10 frames missing",
+        ),
+        "frame twice": (lambda out: table(out / "frames" / "v.mp4.parquet", lambda r: r + r[5:6]), "1 duplicated"),
+        "bad RLE": (
+            lambda out: table(out / "masks" / "v.mp4.parquet", lambda r: [dict(r[0], rle_counts="0")] + r[1:]),
+            "RLEs that do not decode",
+        ),
+        "repeated id": (
+            lambda out: table(out / "masks" / "v.mp4.parquet", lambda r: r + r[:1]),
+            "instance ids repeated",
+        ),
+        "commit lost": (lambda out: (out / "_commits" / "v.mp4.json").unlink(), "ok, but it has no commit record"),
+        "failed yet committed": (commit_failed_video, "failed, but the same run committed it"),
+    }
+    for name, (corrupt, message) in corruptions.items():
+        broken = tmp_path / name.replace(" ", "-")
+        shutil.copytree(good, broken)
+        corrupt(broken)
+        assert cli(["validate", str(broken)]) == 1, name
+        assert message in capsys.readouterr().out, name
