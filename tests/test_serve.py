@@ -1,6 +1,8 @@
 """The Ray Serve application (deploy/serve_app.py) on local Ray, called over real HTTP on 127.0.0.1."""
 
+import http.client
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -10,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 import yaml
+from bad_inputs import write_bad_inputs
 from helpers import free_port, moto_s3
 
 from pipelines.video_io import write_mp4
@@ -20,6 +23,7 @@ from tca_core.train import HELD_OUT_SEED
 REPO = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 64, 96
 LIMITS = dict(max_upload_bytes=200_000, max_frames=24, max_pixels=HEIGHT * WIDTH)
+MAX_VIDEOS = 4
 
 
 def _clip(path: Path, num_frames: int, seed: int = 0, height: int = HEIGHT, width: int = WIDTH) -> bytes:
@@ -62,6 +66,7 @@ def service(small_config, tmp_path_factory, s3):
         output_prefixes=[str(root / "out")],
         endpoint_url=endpoint,
         job=dict(cpus_per_actor=0.5, chunk_frames=8, clip_frames=4),
+        max_videos=MAX_VIDEOS,
         **LIMITS,
     )
     port = free_port()
@@ -223,6 +228,13 @@ def test_uri_policy_canonical_forms(tmp_path):
         "gs://clips/in/clip.mp4",
         "s3://clips/other.mp4",
         "s3://clips/in-other/clip.mp4",
+        "s3://clips/in/../other.mp4",
+        "s3://clips/in/%2e%2e/other.mp4",
+        "s3:///clips/in/clip.mp4",
+        "file://{clips}/../model/config.json",
+        "{clips}//../model/config.json",
+        "{clips}/a\\..\\..\\model\\config.json",
+        "file://localhost/etc/passwd",
         "{clips}/escape.mp4",  # a symlink out of the allowed directory
     ],
 )
@@ -245,9 +257,20 @@ def test_malformed_requests_name_the_field(service, tmp_path):
     def segment(body):
         return requests.post(f"{base}/segment", json=body, timeout=30)
 
+    def raw(body: str, content_type="application/json"):
+        return requests.post(f"{base}/segment", data=body, headers={"Content-Type": content_type}, timeout=30)
+
     cases = {
+        "not JSON": (raw("{not json"), 422, "body"),
+        "a JSON list": (raw("[1, 2]"), 422, "body"),
+        "JSON null": (raw("null"), 422, "body"),
+        "not declared JSON": (raw(f'{{"uri": "{clip}"}}', "text/plain"), 422, "body"),
         "missing uri": (segment({}), 422, "uri"),
         "uri not a string": (segment({"uri": 5}), 422, "uri"),
+        "video id not a string": (segment({"uri": clip, "video_id": 5}), 422, "video_id"),
+        "last not a boolean": (segment({"uri": clip, "last": "maybe"}), 422, "last"),
+        "start not a number": (_upload(base, video, start_frame="abc"), 422, "start_frame"),
+        "no declared length": (_upload(base, iter([video])), 411, "content-length"),
         "negative start": (segment({"uri": clip, "start_frame": -1}), 422, "start_frame"),
         "unknown field": (segment({"uri": clip, "frames": 3}), 422, "frames"),
         "bad video id": (segment({"uri": clip, "video_id": "a b"}), 422, "video_id"),
@@ -317,3 +340,94 @@ def test_shipped_model_with_the_shipped_config_finds_the_shapes(service, tmp_pat
         assert found and np.mean(found) >= 0.75, found
     finally:
         serve.delete("shipped")
+
+
+def test_bad_inputs_through_the_endpoint(service, tmp_path):
+    """Each input of the matrix is segmented (every frame, masks at the display size), refused as over
+    the limits (413), or refused as unreadable (422) with the reason; the service then carries on."""
+    base, _ = service
+    codes = []
+    for item in write_bad_inputs(tmp_path):
+        data = (tmp_path / item.name).read_bytes()
+        response = _upload(base, data)
+        codes.append(response.status_code)
+        if not item.readable:
+            assert response.status_code == 422 and item.reason in response.json()["detail"][0]["msg"], response.text
+        elif (
+            len(data) > LIMITS["max_upload_bytes"]
+            or item.height * item.width > LIMITS["max_pixels"]
+            or item.frames > LIMITS["max_frames"]
+        ):
+            assert response.status_code == 413, (item.name, response.text)
+        else:
+            assert response.status_code == 200, (item.name, response.text)
+            body = response.json()
+            assert (body["height"], body["width"]) == (item.height, item.width), item.name
+            assert [f["frame_index"] for f in body["frames"]] == list(range(item.frames)), item.name
+            for frame in body["frames"]:
+                for mask in frame["instances"] + frame["semantic"]:
+                    assert rle.decode(mask["rle"]).shape == (item.height, item.width), item.name
+    assert _upload(base, _clip(tmp_path / "after.mp4", 4, seed=40)).status_code == 200
+    print(
+        f"FIGURES endpoint-bad-inputs: inputs={len(codes)}, "
+        + ", ".join(f"{c}={codes.count(c)}" for c in sorted(set(codes)))
+    )
+
+
+def _peak_memory_mb() -> dict[str, int]:
+    """Peak resident memory (VmHWM) of the Serve proxy and the `tca` SegmentService replica."""
+    import ray
+
+    peaks = {}
+    for actor in ray._private.state.actors().values():
+        if actor["State"] == "ALIVE" and actor["ActorClassName"] in ("ProxyActor", "ServeReplica:tca:SegmentService"):
+            status = Path(f"/proc/{actor['Pid']}/status").read_text()
+            peaks[actor["ActorClassName"]] = int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) // 1024
+    return peaks
+
+
+def _post_declared(base: str, size: int) -> int:
+    """POST `size` bytes with a Content-Length (what curl --data-binary does); the status code."""
+    connection = http.client.HTTPConnection(base.removeprefix("http://"), timeout=120)
+    connection.putrequest("POST", "/segment/upload")
+    connection.putheader("Content-Type", "application/octet-stream")
+    connection.putheader("Content-Length", str(size))
+    connection.endheaders()
+    try:
+        for _ in range(size // 2**20):
+            connection.send(b"\0" * 2**20)
+    except OSError:  # the server answered and closed before the whole body was sent
+        pass
+    status = connection.getresponse().status
+    connection.close()
+    return status
+
+
+def test_memory_stays_bounded_when_flooded(service, tmp_path):
+    """Bodies over the limit are refused before they are read, chunked ones without a length too, and a
+    flood of videos keeps at most `max_videos` memories: the proxy's and the replica's peak memory do
+    not grow with what is offered."""
+    base, _ = service
+    clip = _clip(tmp_path / "flood.mp4", 2, seed=30)
+
+    def flood(wave: int) -> list[int]:
+        with ThreadPoolExecutor(6) as pool:
+            return list(pool.map(lambda i: _upload(base, clip, video_id=f"flood/{wave}/{i}").status_code, range(24)))
+
+    flood(0)  # the first batches set the working memory
+    before = _peak_memory_mb()
+    assert set(before) == {"ProxyActor", "ServeReplica:tca:SegmentService"}, before
+    oversized = [_post_declared(base, 128 * 2**20) for _ in range(4)]
+    chunked = [_upload(base, iter([b"\0" * 2**20] * 128)).status_code for _ in range(4)]
+    codes = flood(1)
+    after = _peak_memory_mb()
+    assert oversized == [413] * 4 and chunked == [411] * 4
+    assert set(codes) <= {200, 503} and codes.count(200) >= 8, codes
+    assert requests.get(f"{base}/stats", timeout=30).json()["videos_in_memory"] <= MAX_VIDEOS
+    growth = {name: after[name] - before[name] for name in before}
+    assert all(mb < 64 for mb in growth.values()), growth  # 1 GiB was offered, in bodies of 128 MiB
+    print(
+        f"FIGURES endpoint-flood: offered_mb=1024, refused_413={oversized.count(413)}, refused_411={chunked.count(411)}, "
+        f"flood_requests={len(codes)}, ok={codes.count(200)}, busy_503={codes.count(503)}, "
+        + ", ".join(f"{name}_peak_growth_mb={mb}" for name, mb in growth.items())
+    )
