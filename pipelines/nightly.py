@@ -450,6 +450,12 @@ def parse_args(argv=None) -> JobConfig:
     parser.add_argument("--gpus-per-actor", type=float, default=defaults.gpus_per_actor, help="fractions allowed")
     parser.add_argument("--force", action="store_true", help="recompute videos already committed")
     parser.add_argument(
+        "--kill-actor-once",
+        metavar="N:MARKER",
+        help="fault injection (tests, drills): an inference actor's process exits after its N-th batch, "
+        "once: unless the file MARKER exists, which it creates (docs/reliability.md)",
+    )
+    parser.add_argument(
         "--ray-address",
         help="a cluster to join (default: the submitted job's cluster, one started on this machine, or a new local one)",
     )

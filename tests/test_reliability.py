@@ -147,10 +147,10 @@ def test_an_actor_killed_mid_video_is_retried_and_every_frame_is_kept_once(local
     expected = _disc_videos(tmp_path / "in")
     marker = tmp_path / "killed"
     config = _config(
-        tiny_model, input=str(tmp_path / "in"), output=str(tmp_path / "out"), kill_actor_once=f"4:{marker}"
+        tiny_model, input=str(tmp_path / "in"), output=str(tmp_path / "out"), kill_actor_once=f"5:{marker}"
     )
     summary = run_job(config, progress=False)
-    assert marker.exists()  # the actor did die, in the middle of the second video
+    assert marker.exists()  # the actor did die, at its 5th batch: in order, the second video's middle chunk
     assert summary["videos_ok"] == 3 and summary["videos_failed"] == 0, summary
     _figures("actor-killed", actors_killed=1, **_every_frame_once(config.output, expected))
 
