@@ -283,7 +283,8 @@ def run_job(config: JobConfig, progress: bool = True) -> dict:
                     num_cpus=config.cpus_per_actor,
                     num_gpus=config.gpus_per_actor,
                     # Ray restarts a dead actor and retries its batches; Ray Data's defaults retry forever,
-                    # which would loop on a batch that kills its actor every time.
+                    # which would loop on a batch that kills its actor every time. Ray 2.60 takes these only
+                    # as ray_remote_args, and warns that those are deprecated (removed in 2.64).
                     max_restarts=config.max_actor_restarts,
                     max_task_retries=config.max_task_retries,
                 )
