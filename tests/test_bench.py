@@ -3,6 +3,7 @@
 import json
 
 from pipelines.cli import main
+from tca_core.model import tuned_acceleration
 
 KEYS = {
     "method",
@@ -32,4 +33,8 @@ def test_quick_bench_writes_results_plot_and_default(tmp_path, capsys):
             assert row["speedup_backbone"] > 0
     assert (tmp_path / "tradeoff.png").stat().st_size > 10_000
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["claim"] and "fastest TCA setting" in capsys.readouterr().out
+    assert {c["against"] for c in report["claim"]} == {"clustering", "clustering+residual"}
+    assert "fastest TCA setting" in capsys.readouterr().out
+    if report["default"]:  # the chosen point, ready to sit beside the checkpoint
+        tuned = tuned_acceleration(tmp_path, "tca")
+        assert (tuned.alpha, tuned.grid) == (report["default"]["config"]["alpha"], report["default"]["config"]["grid"])

@@ -8,8 +8,9 @@ import torch
 from helpers import smooth_video
 from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, ResNetConfig
 
+from pipelines.nightly import JobConfig
 from tca_core.config import AccelerationConfig
-from tca_core.model import load_model
+from tca_core.model import EMBEDDED_MODEL, TUNED_SETTINGS, load_model, tuned_acceleration
 from tca_core.segmenter import Clip, VideoSegmenter
 
 
@@ -48,3 +49,23 @@ def test_non_swin_backbone_is_rejected(tmp_path):
     Mask2FormerForUniversalSegmentation(config).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="'resnet' backbone; TCA needs a Swin backbone"):
         load_model(tmp_path)
+
+
+def test_tuned_settings_beside_a_checkpoint(tmp_path):
+    assert tuned_acceleration(tmp_path, "tca") == AccelerationConfig(method="tca")  # none there: generic
+    (tmp_path / TUNED_SETTINGS).write_text(json.dumps({"settings": {"alpha": 0, "grid": 2, "temperature": 16.0}}))
+    tuned = tuned_acceleration(tmp_path, "clustering")
+    assert (tuned.method, tuned.alpha, tuned.grid, tuned.temperature) == ("clustering", 0, 2, 16.0)
+    assert tuned_acceleration(tmp_path, "none") == AccelerationConfig(method="none")
+    (tmp_path / TUNED_SETTINGS).write_text(json.dumps({"settings": {"alpha": -1}}))
+    with pytest.raises(ValueError, match="acceleration.json"):
+        tuned_acceleration(tmp_path, "tca")
+
+
+def test_shipped_model_carries_the_benchmarked_default():
+    """The job and the endpoint run the point `tca-segment bench` chose (docs/benchmarks.md)."""
+    chosen = json.loads((EMBEDDED_MODEL / TUNED_SETTINGS).read_text())
+    assert "fidelity_miou >= 0.97" in chosen["chosen_by"]
+    assert JobConfig().settings()["acceleration"] == tuned_acceleration(EMBEDDED_MODEL, "tca").to_dict()
+    tuned = tuned_acceleration(EMBEDDED_MODEL, "tca").to_dict()
+    assert tuned == {**AccelerationConfig(method="tca").to_dict(), **chosen["settings"]}
