@@ -37,7 +37,7 @@ def s3():
     """moto's S3 server, with credentials distinctive enough to search for (test_no_credentials_...)."""
     with moto_s3() as endpoint:
         os.environ.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
-        filesystem("s3://archive/", endpoint)[0].mkdir("archive")
+        filesystem("s3://reliability/", endpoint)[0].mkdir("reliability")
         yield endpoint
 
 
@@ -234,9 +234,9 @@ def test_video_assembly_keeps_each_frame_once_and_the_commit_refuses_incomplete_
 
 def _s3_archive(endpoint: str, local: Path, prefix: str) -> dict[str, int]:
     expected = _disc_videos(local)
-    fs, _ = filesystem("s3://archive/", endpoint)
+    fs, _ = filesystem("s3://reliability/", endpoint)
     for name in expected:
-        fs.put_file(str(local / name), f"archive/{prefix}/{name}")
+        fs.put_file(str(local / name), f"reliability/{prefix}/{name}")
     return expected
 
 
@@ -244,7 +244,10 @@ def test_transient_storage_errors_are_retried(s3, local_ray, tiny_model, tmp_pat
     expected = _s3_archive(s3, tmp_path, "flaky-in")
     with FlakyProxy(s3, fail_every=5) as proxy:
         config = _config(
-            tiny_model, input="s3://archive/flaky-in/", output="s3://archive/runs/flaky/", endpoint_url=proxy.url
+            tiny_model,
+            input="s3://reliability/flaky-in/",
+            output="s3://reliability/runs/flaky/",
+            endpoint_url=proxy.url,
         )
         summary = run_job(config, progress=False)
     assert summary["videos_ok"] == 3 and summary["videos_failed"] == 0, summary
@@ -259,10 +262,10 @@ def test_persistent_storage_errors_fail_only_their_video_and_a_rerun_finishes(
 ):
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")  # the driver's writes and reads: give up sooner
     expected = _s3_archive(s3, tmp_path, "stuck-in")
-    output = "s3://archive/runs/stuck/"
-    broken_write, broken_read = "archive/runs/stuck/masks/v1.mp4", "archive/stuck-in/v2.mp4"
+    output = "s3://reliability/runs/stuck/"
+    broken_write, broken_read = "reliability/runs/stuck/masks/v1.mp4", "reliability/stuck-in/v2.mp4"
     with FlakyProxy(s3, fail_writes_under=(broken_write,), fail_reads_under=(broken_read,)) as proxy:
-        config = _config(tiny_model, input="s3://archive/stuck-in/", output=output, endpoint_url=proxy.url)
+        config = _config(tiny_model, input="s3://reliability/stuck-in/", output=output, endpoint_url=proxy.url)
         summary = run_job(config, progress=False)
     assert summary["videos_ok"] == 1 and set(summary["failures"]) == {"v1.mp4", "v2.mp4"}, summary
     assert "not committed" in summary["failures"]["v1.mp4"] and "cannot read" in summary["failures"]["v2.mp4"]
@@ -285,16 +288,23 @@ def test_no_credentials_in_outputs_manifests_or_logs(s3, local_ray, tiny_model, 
 
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
     _s3_archive(s3, tmp_path, "secret-in")
-    with FlakyProxy(s3, fail_every=7, fail_writes_under=("archive/runs/secret/masks/v0.mp4",)) as proxy:
+    with FlakyProxy(s3, fail_every=7, fail_writes_under=("reliability/runs/secret/masks/v0.mp4",)) as proxy:
         code = nightly_main(
-            ["--input", "s3://archive/secret-in/", "--output", "s3://archive/runs/secret/", "--endpoint-url", proxy.url]
+            [
+                "--input",
+                "s3://reliability/secret-in/",
+                "--output",
+                "s3://reliability/runs/secret/",
+                "--endpoint-url",
+                proxy.url,
+            ]
             + ["--model", tiny_model, "--short-side", "32", "--chunk-frames", "8"]
         )
     printed = capsys.readouterr()
     assert code == 1 and "FAILED v0.mp4" in printed.err  # an error message went to the manifest and stderr
-    fs, _ = filesystem("s3://archive/", s3)
+    fs, _ = filesystem("s3://reliability/", s3)
     texts = {"stdout": printed.out, "stderr": printed.err}
-    for path in fs.find("archive/runs/secret/"):
+    for path in fs.find("reliability/runs/secret/"):
         texts[path] = fs.cat_file(path).decode("latin-1")
     logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
     for path in logs.rglob("*"):
