@@ -28,7 +28,7 @@ SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "video
 def model_alone(paths: list[Path], config: JobConfig) -> tuple[int, float]:
     segmenter = VideoSegmenter.from_pretrained(
         config.model,
-        acceleration=AccelerationConfig(method=config.method),
+        acceleration=AccelerationConfig(**config.settings()["acceleration"]),  # exactly what the job runs
         task=config.task,
         score_threshold=config.score_threshold,
         short_side=config.short_side,
