@@ -12,6 +12,7 @@ import uuid
 
 import numpy as np
 import pyarrow as pa
+from botocore.exceptions import BotoCoreError
 
 from tca_core import rle
 from tca_core.config import AccelerationConfig
@@ -30,8 +31,8 @@ def _open(uri: str, endpoint_url: str | None):
             return open_video(handle)
     except ValueError as error:
         raise ValueError(f"cannot decode: {error}") from error
-    except OSError as error:
-        raise ValueError(f"cannot read: {error}") from error
+    except (OSError, BotoCoreError) as error:  # s3fs raises OSError, or botocore's own on HTTP client faults
+        raise ValueError(f"cannot read: {one_line(error)}") from error
 
 
 def plan_video(row: dict, chunk_frames: int, overlap: int, endpoint_url=None) -> list[dict]:

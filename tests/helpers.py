@@ -113,7 +113,8 @@ class FlakyProxy:
                     self.send_response(503)
                     self.send_header("Content-Length", str(len(error)))
                     self.end_headers()
-                    self.wfile.write(error)
+                    if self.command != "HEAD":  # a body after a HEAD answer would be read as the next response
+                        self.wfile.write(error)
                     return
                 upstream = http.client.HTTPConnection(target_host, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "expect"}
