@@ -42,3 +42,22 @@ def disc_model(small_config):
 
     config = small_config.__class__.from_dict({**small_config.to_dict(), "train_num_points": 1024})
     return train_disc_detector(build_model(config, seed=0))
+
+
+@pytest.fixture(scope="module")
+def local_ray(s3):
+    """A local Ray for the module's jobs. Started after the module's `s3` fixture, so that the
+    workers inherit the environment it sets (credentials, endpoint)."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(small_config, tmp_path_factory):
+    """`small_config` with random weights, saved as a checkpoint directory (the jobs load it by path)."""
+    path = tmp_path_factory.mktemp("model")
+    build_model(small_config, seed=0).save_pretrained(path)
+    return str(path)

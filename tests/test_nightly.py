@@ -38,26 +38,6 @@ def s3():
         yield endpoint
 
 
-@pytest.fixture(scope="module")
-def local_ray(s3):
-    import ray
-
-    ray.init(
-        address="local", num_cpus=2, include_dashboard=False, log_to_driver=False
-    )  # after s3: workers inherit its env
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def tiny_model(small_config, tmp_path_factory):
-    from tca_core.model import build_model
-
-    path = tmp_path_factory.mktemp("model")
-    build_model(small_config, seed=0).save_pretrained(path)
-    return str(path)
-
-
 def _s3_archive(endpoint: str) -> str:
     fs, _ = filesystem("s3://archive/", endpoint)
     fs.mkdir("archive")

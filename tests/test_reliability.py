@@ -41,24 +41,6 @@ def s3():
         yield endpoint
 
 
-@pytest.fixture(scope="module")
-def local_ray(s3):
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # workers inherit the env
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def tiny_model(small_config, tmp_path_factory):
-    from tca_core.model import build_model
-
-    path = tmp_path_factory.mktemp("model")
-    build_model(small_config, seed=0).save_pretrained(path)
-    return str(path)
-
-
 def _config(tiny_model, **settings) -> JobConfig:
     """Small and fast: 8-frame chunks, every mask kept (a random-weight model scores low)."""
     return JobConfig(model=tiny_model, short_side=32, chunk_frames=8, clip_frames=4, score_threshold=0.0, **settings)
