@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from tca_core.config import AccelerationConfig
-from tca_core.evaluation import ConfusionMatrix, Scoreboard
+from tca_core.evaluation import ConfusionMatrix, Scoreboard, paired_difference
 from tca_core.flops import flops_by_module
 from tca_core.model import EMBEDDED_MODEL, TUNED_SETTINGS
 from tca_core.segmenter import Clip, VideoSegmenter
@@ -41,30 +41,29 @@ from tca_core.train import HELD_OUT_SEED
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 FIDELITY_FOR_DEFAULT = 0.97
+GENERATED_VIDEOS = 16  # held-out generated videos of the full sweep: enough for 95% intervals on AP of about +-0.02
 
 
 def operating_points(quick: bool) -> list[AccelerationConfig]:
-    """The sweep: every (alpha, grid, temperature) for clustering and for TCA, plus per-frame
-    clustering with TCA's residual reconstruction (an ablation: what TCA gains from reconstruction
-    alone), and axes of k-means rounds and tau at one setting."""
-    if quick:
-        alphas, grids, temperatures = [2, 9], [3, 5], [1.0]
-    else:
-        alphas, grids, temperatures = [0, 3, 9], [2, 3, 5], [1.0, 16.0]
+    """The sweep: every (alpha, grid) for clustering and for TCA, plus per-frame clustering with
+    TCA's residual reconstruction (an ablation: what TCA gains from reconstruction alone), and axes
+    of k-means rounds, tau and temperature at one setting."""
+    alphas, grids = ([2, 9], [3, 5]) if quick else ([0, 3, 9], [2, 3, 5])
     points = []
     for alpha in alphas:
         for grid in grids:
-            for temperature in temperatures:
-                shape = dict(alpha=alpha, grid=grid, temperature=temperature)
-                points.append(AccelerationConfig(method="clustering", **shape))
-                points.append(AccelerationConfig(method="tca", **shape))
-                if temperature == temperatures[-1]:
-                    points.append(AccelerationConfig(method="clustering", reconstruction="residual", **shape))
+            shape = dict(alpha=alpha, grid=grid, temperature=16.0)
+            points.append(AccelerationConfig(method="clustering", **shape))
+            points.append(AccelerationConfig(method="tca", **shape))
+            points.append(AccelerationConfig(method="clustering", reconstruction="residual", **shape))
     if not quick:
         shape = dict(alpha=3, grid=3, temperature=16.0)
         points += [AccelerationConfig(method="clustering", iters=iters, **shape) for iters in (2, 3)]
         points += [AccelerationConfig(method="tca", tca_iters=iters, **shape) for iters in (1, 2)]
         points += [AccelerationConfig(method="tca", tau=tau, **shape) for tau in (0.6, 0.97)]
+        points += [
+            AccelerationConfig(method=method, alpha=3, grid=3, temperature=1.0) for method in ("clustering", "tca")
+        ]
     return points
 
 
@@ -150,7 +149,11 @@ def _videos(seeds, real_names, num_frames: int, real_frames: int):
         yield "real", name, read_frames(reader, 0, min(real_frames, probe(reader).frames)), None
 
 
-def sweep(segmenter: VideoSegmenter, points, seeds, real_names, num_frames, real_frames, clip_frames) -> list[dict]:
+def sweep(
+    segmenter: VideoSegmenter, points, seeds, real_names, num_frames, real_frames, clip_frames
+) -> tuple[list[dict], list[Scoreboard]]:
+    """One row per point (the full model first) and, aligned with the rows, each point's accuracy
+    Scoreboard over the generated videos (for paired comparisons)."""
     probe = BackboneProbe(segmenter.backbone)
     full = AccelerationConfig(method="none")
     classes = len(segmenter.labels)
@@ -191,7 +194,7 @@ def sweep(segmenter: VideoSegmenter, points, seeds, real_names, num_frames, real
                 point.board.add_results(video_id, results[id(point)], objects, frames.shape[1:3])
     bar.close()
     flops_video = SyntheticVideo(seeds[0], 2 * clip_frames).frames()[0]
-    return [_summarise(segmenter, point, flops_video) for point in stats]
+    return [_summarise(segmenter, point, flops_video) for point in stats], [point.board for point in stats]
 
 
 def _stream_id(config: AccelerationConfig, video_id: str) -> str:
@@ -256,18 +259,23 @@ def curve(row: dict) -> str:
     return row["method"]
 
 
-def claim_check(rows: list[dict]) -> list[dict]:
+def claim_check(rows: list[dict], boards: list[Scoreboard], resamples: int = 1000) -> list[dict]:
     """TCA against per-frame clustering (TCA.md's baseline) and against the residual-reconstruction
-    ablation, at the same (alpha, h', temperature): fidelity and accuracy differences."""
-    baselines = {(curve(r), _shape(r)): r for r in rows if curve(r) in ("clustering", "clustering+residual")}
+    ablation, at the same (alpha, h', temperature): fidelity and accuracy differences, the accuracy
+    ones with 95% paired-bootstrap intervals over the generated videos (`paired_difference`)."""
+    baselines = {
+        (curve(r), _shape(r)): i for i, r in enumerate(rows) if curve(r) in ("clustering", "clustering+residual")
+    }
     checks = []
-    for row in rows:
+    for index, row in enumerate(rows):
         if row["method"] != "tca":
             continue
         for name in ("clustering", "clustering+residual"):
-            base = baselines.get((name, _shape(row)))
-            if base is None:
+            base_index = baselines.get((name, _shape(row)))
+            if base_index is None:
                 continue
+            base = rows[base_index]
+            accuracy = paired_difference(boards[index], boards[base_index], resamples)
             checks.append(
                 dict(
                     setting=row["setting"],
@@ -277,11 +285,61 @@ def claim_check(rows: list[dict]) -> list[dict]:
                     fidelity_gain=row["fidelity_miou"] - base["fidelity_miou"],
                     instance_gain=row["fidelity_instance_iou"] - base["fidelity_instance_iou"],
                     feature_cosine_gain=row["feature_cosine"] - base["feature_cosine"],
-                    gt_miou_gain=row["gt_miou"] - base["gt_miou"],
-                    gt_ap_gain=row["gt_ap"] - base["gt_ap"],
+                    feature_cosine_real_gain=row["feature_cosine_real"] - base["feature_cosine_real"],
+                    gt_miou_gain=accuracy["miou"]["difference"],
+                    gt_miou_interval=[accuracy["miou"]["low"], accuracy["miou"]["high"]],
+                    gt_ap_gain=accuracy["ap"]["difference"],
+                    gt_ap_interval=[accuracy["ap"]["low"], accuracy["ap"]["high"]],
                 )
             )
     return checks
+
+
+def claim_summary(checks: list[dict]) -> dict:
+    """Per baseline: how many settings TCA's fidelity is at least the baseline's (label maps and
+    features), its accuracy is not significantly lower (both 95% intervals reach 0 or above), and
+    its accuracy is significantly higher (an interval entirely above 0)."""
+    summary = {}
+    for against in sorted({c["against"] for c in checks}):
+        mine = [c for c in checks if c["against"] == against]
+        summary[against] = dict(
+            settings=len(mine),
+            fidelity_at_least=sum(c["fidelity_gain"] >= 0 and c["feature_cosine_gain"] >= 0 for c in mine),
+            accuracy_not_lower=sum(c["gt_miou_interval"][1] >= 0 and c["gt_ap_interval"][1] >= 0 for c in mine),
+            accuracy_higher=sum(c["gt_miou_interval"][0] > 0 or c["gt_ap_interval"][0] > 0 for c in mine),
+        )
+    return summary
+
+
+def plot_claim(checks: list[dict], out: Path):
+    """TCA minus each baseline at every setting: accuracy differences with their 95% intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = list(dict.fromkeys(c["setting"] for c in checks))
+    figure, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(settings) + 2), sharey=True)
+    for axis, key, label in ((axes[0], "gt_miou", "mIoU"), (axes[1], "gt_ap", "video AP")):
+        for offset, (against, color) in enumerate((("clustering", "tab:orange"), ("clustering+residual", "tab:gray"))):
+            mine = [c for c in checks if c["against"] == against]
+            y = [settings.index(c["setting"]) + 0.15 * (offset * 2 - 1) for c in mine]
+            gain = [c[f"{key}_gain"] for c in mine]
+            errors = [
+                [g - c[f"{key}_interval"][0] for g, c in zip(gain, mine)],
+                [c[f"{key}_interval"][1] - g for g, c in zip(gain, mine)],
+            ]
+            axis.errorbar(gain, y, xerr=errors, fmt="o", color=color, capsize=3, label=f"TCA - {against}")
+        axis.axvline(0, color="black", linewidth=0.8)
+        axis.set_xlabel(f"TCA minus baseline, {label} vs ground truth (95% paired bootstrap)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    axes[0].set_yticks(range(len(settings)), settings, fontsize=8)
+    axes[0].invert_yaxis()
+    figure.suptitle("Accuracy of TCA against the baselines at equal settings (held-out generated videos)")
+    figure.tight_layout()
+    figure.savefig(out / "claim.png", dpi=110)
+    plt.close(figure)
 
 
 def _shape(row: dict) -> tuple:
@@ -360,13 +418,14 @@ def markdown_table(rows: list[dict]) -> str:
 def run(quick: bool, out: Path, model: str = str(EMBEDDED_MODEL)) -> dict:
     """Run the sweep; write results.json, report.json, results.md, tradeoff.png and the chosen default
     (acceleration.json, to copy beside the checkpoint) under `out`."""
-    seeds = [HELD_OUT_SEED + i for i in range(2 if quick else 4)]
+    seeds = [HELD_OUT_SEED + i for i in range(2 if quick else GENERATED_VIDEOS)]
     real_names = sorted(p.name for p in SHARED_VIDEOS.glob("*") if p.suffix in (".mp4", ".mkv"))
     real_names = real_names[:2] if quick else real_names
-    num_frames, real_frames, clip_frames = (16, 8, 8) if quick else (24, 16, 8)
+    num_frames, real_frames, clip_frames = (16, 8, 8) if quick else (32, 16, 8)
     segmenter = VideoSegmenter.from_pretrained(model, task="both", short_side=224)
-    rows = sweep(segmenter, operating_points(quick), seeds, real_names, num_frames, real_frames, clip_frames)
+    rows, boards = sweep(segmenter, operating_points(quick), seeds, real_names, num_frames, real_frames, clip_frames)
     default = choose_default(rows)
+    claim = claim_check(rows, boards, resamples=200 if quick else 1000)
     report = dict(
         date=date.today().isoformat(),
         machine=f"{platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}",
@@ -375,13 +434,15 @@ def run(quick: bool, out: Path, model: str = str(EMBEDDED_MODEL)) -> dict:
         real_videos=dict(names=real_names, frames=real_frames, short_side=224),
         clip_frames=clip_frames,
         default=default,
-        claim=claim_check(rows),
+        claim=claim,
+        claim_summary=claim_summary(claim),
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(rows, indent=2))
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "results.md").write_text(markdown_table(rows) + "\n")
     plot(rows, out)
+    plot_claim(claim, out)
     if default:
         (out / TUNED_SETTINGS).write_text(json.dumps(tuned_settings(default, report), indent=2) + "\n")
     return dict(report, rows=rows)

@@ -153,15 +153,14 @@ def bench(args) -> int:
     default = report["default"]
     chosen = default["setting"] if default else "none qualifies"
     print(f"fastest TCA setting (backbone GFLOPs) with fidelity mIoU >= 0.97: {chosen}")
-    for against in ("clustering", "clustering+residual"):
-        checks = [c for c in report["claim"] if c["against"] == against]
-        holds = [c for c in checks if c["fidelity_gain"] >= 0 and c["feature_cosine_gain"] >= 0]
-        if checks:
-            print(
-                f"TCA vs {against} at equal settings: {len(holds)}/{len(checks)} "
-                "with fidelity mIoU and feature cosine at least as high"
-            )
-    print(f"written: {args.out / 'results.json'}, {args.out / 'tradeoff.png'}, {args.out / 'results.md'}")
+    for against, counts in report["claim_summary"].items():
+        print(
+            f"TCA vs {against} at {counts['settings']} equal settings: fidelity (mIoU and feature cosine) at least "
+            f"as high at {counts['fidelity_at_least']}, accuracy (mIoU, AP vs ground truth) not significantly "
+            f"lower at {counts['accuracy_not_lower']}, significantly higher at {counts['accuracy_higher']}"
+        )
+    written = ", ".join(str(args.out / name) for name in ("results.json", "report.json", "tradeoff.png", "claim.png"))
+    print(f"written: {written}")
     return 0
 
 

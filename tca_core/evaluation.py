@@ -71,15 +71,62 @@ def tracks_from_frames(video: str, frames: list[list[tuple[int, int, float, np.n
     return [Track(video, categories[i].most_common(1)[0][0], masks[i], float(np.mean(scores[i]))) for i in masks]
 
 
+@dataclass
+class VideoScore:
+    """What AP and mIoU need from one video: its confusion counts, its true tracks' categories, and
+    per predicted track the category, score and video IoU with each true track."""
+
+    confusion: np.ndarray  # (K, K) pixel counts (truth, prediction); empty (0, 0) when not scored
+    truth_categories: np.ndarray  # (G,)
+    prediction_categories: np.ndarray  # (P,)
+    scores: np.ndarray  # (P,)
+    ious: np.ndarray  # (P, G)
+
+    @classmethod
+    def from_tracks(cls, truth: list[Track], predictions: list[Track], confusion=None) -> VideoScore:
+        ious = np.array([[video_iou(p.masks, g.masks) for g in truth] for p in predictions]).reshape(
+            len(predictions), len(truth)
+        )
+        return cls(
+            confusion=np.zeros((0, 0), np.int64) if confusion is None else confusion,
+            truth_categories=np.array([g.category_id for g in truth], dtype=np.int64),
+            prediction_categories=np.array([p.category_id for p in predictions], dtype=np.int64),
+            scores=np.array([p.score for p in predictions], dtype=float),
+            ious=ious,
+        )
+
+
 def video_ap(truth: list[Track], predictions: list[Track]) -> dict:
     """Mean AP over IoU 0.50:0.05:0.95 and the categories present in `truth` (COCO 101-point AP)."""
-    categories = sorted({track.category_id for track in truth})
+    videos = sorted({t.video for t in truth} | {p.video for p in predictions})
+    return pooled_ap(
+        [
+            VideoScore.from_tracks([t for t in truth if t.video == v], [p for p in predictions if p.video == v])
+            for v in videos
+        ]
+    )
+
+
+def pooled_ap(videos: list[VideoScore]) -> dict:
+    """`video_ap` over the tracks of `videos` (a video may appear several times, e.g. in a bootstrap
+    sample: each appearance counts as its own video). Tracks of different videos never match."""
+    categories = sorted({int(c) for v in videos for c in v.truth_categories})
     per_category = {}
     for category in categories:
-        gts = [t for t in truth if t.category_id == category]
-        preds = sorted((p for p in predictions if p.category_id == category), key=lambda p: -p.score)
-        ious = np.array([[video_iou(p.masks, g.masks) if p.video == g.video else 0.0 for g in gts] for p in preds])
-        per_category[category] = [_average_precision(ious, len(gts), threshold) for threshold in IOU_THRESHOLDS]
+        blocks, scores, num_truth = [], [], 0
+        for v in videos:
+            rows = v.prediction_categories == category
+            columns = v.truth_categories == category
+            blocks.append((num_truth, v.ious[rows][:, columns]))
+            scores.append(v.scores[rows])
+            num_truth += int(columns.sum())
+        ious = np.zeros((sum(len(b) for _, b in blocks), num_truth))
+        row = 0
+        for offset, block in blocks:  # block-diagonal: a prediction only overlaps its own video's truth
+            ious[row : row + len(block), offset : offset + block.shape[1]] = block
+            row += len(block)
+        ious = ious[np.argsort(-np.concatenate(scores), kind="stable")]
+        per_category[category] = [_average_precision(ious, num_truth, threshold) for threshold in IOU_THRESHOLDS]
     if not per_category:
         return dict(ap=float("nan"), ap50=float("nan"), ap75=float("nan"), per_category={})
     table = np.array(list(per_category.values()))  # (categories, thresholds)
@@ -112,35 +159,67 @@ def _average_precision(ious: np.ndarray, num_truth: int, threshold: float) -> fl
 
 
 class Scoreboard:
-    """Accumulates a segmenter's frame results (task "both") against ground truth, video by video."""
+    """Accumulates a segmenter's frame results (task "both") against ground truth, video by video.
+
+    Each video is kept as a `VideoScore`, so the metrics can be taken over any selection of the
+    videos (`metrics(videos=...)`), e.g. to bootstrap a paired comparison of two segmenters."""
 
     def __init__(self, categories: dict[int, str]):
         self.categories = categories
-        self.confusion = ConfusionMatrix(len(categories))
-        self.truth: list[Track] = []
-        self.predictions: list[Track] = []
+        self.videos: list[VideoScore] = []
+        self.video_ids: list[str] = []
 
     def add_video(self, video_id: str, label_maps, instances, objects, shape: tuple[int, int]):
         """A video's predicted label maps and per-frame instances [(id, category id, score, mask)]
         against its per-frame ground-truth ObjectTruth lists."""
         from .synthetic import semantic_map
 
+        confusion = ConfusionMatrix(len(self.categories))
         for label_map, frame_objects in zip(label_maps, objects, strict=True):
-            self.confusion.update(label_map, semantic_map(frame_objects, *shape))
-        predicted = list(instances)
+            confusion.update(label_map, semantic_map(frame_objects, *shape))
         true = [[(o.track_id, o.category_id, 1.0, o.mask) for o in frame_objects] for frame_objects in objects]
-        self.predictions += tracks_from_frames(video_id, predicted, shape)
-        self.truth += tracks_from_frames(video_id, true, shape)
+        truth = tracks_from_frames(video_id, true, shape)
+        predictions = tracks_from_frames(video_id, list(instances), shape)
+        self.videos.append(VideoScore.from_tracks(truth, predictions, confusion.counts))
+        self.video_ids.append(video_id)
 
     def add_results(self, video_id: str, results, objects, shape: tuple[int, int]):
         """`add_video` for a video's `FrameResult`s (task "both"), in frame order."""
         instances = [[(i.id, i.category_id, i.score, i.mask) for i in r.instances] for r in results]
         self.add_video(video_id, [r.label_map for r in results], instances, objects, shape)
 
-    def metrics(self) -> dict:
-        ap = video_ap(self.truth, self.predictions)
-        per_class = {self.categories[c]: float(v) for c, v in enumerate(self.confusion.iou())}
-        return dict(miou=self.confusion.miou(), per_class_iou=per_class, ap=ap["ap"], ap50=ap["ap50"], ap75=ap["ap75"])
+    def metrics(self, videos: list[int] | None = None) -> dict:
+        """mIoU, per-class IoU and video AP over the videos at indices `videos` (default: all)."""
+        selected = self.videos if videos is None else [self.videos[i] for i in videos]
+        confusion = ConfusionMatrix(len(self.categories))
+        for video in selected:
+            confusion.counts += video.confusion
+        ap = pooled_ap(selected)
+        per_class = {self.categories[c]: float(v) for c, v in enumerate(confusion.iou())}
+        return dict(miou=confusion.miou(), per_class_iou=per_class, ap=ap["ap"], ap50=ap["ap50"], ap75=ap["ap75"])
+
+
+def paired_difference(board: Scoreboard, baseline: Scoreboard, resamples: int = 1000, seed: int = 0) -> dict:
+    """`board` minus `baseline` on mIoU and AP, with 95% bootstrap intervals over videos.
+
+    Both boards must hold the same videos in the same order (the same frames run by two
+    segmenters): each bootstrap sample draws videos with replacement and scores both on it, so the
+    interval reflects how much the difference depends on which videos were drawn."""
+    if board.video_ids != baseline.video_ids:
+        raise ValueError("paired comparison needs the same videos in the same order on both boards")
+    rng = np.random.default_rng(seed)
+    samples = {"miou": [], "ap": []}
+    for _ in range(resamples):
+        videos = rng.integers(0, len(board.videos), len(board.videos)).tolist()
+        mine, theirs = board.metrics(videos), baseline.metrics(videos)
+        for key in samples:
+            samples[key].append(mine[key] - theirs[key])
+    mine, theirs = board.metrics(), baseline.metrics()
+    result = {}
+    for key, values in samples.items():
+        low, high = np.percentile(values, [2.5, 97.5])
+        result[key] = dict(difference=mine[key] - theirs[key], low=float(low), high=float(high))
+    return result
 
 
 def evaluate_generated(segmenter, seeds, num_frames: int = 48, clip_frames: int = 8, progress=None) -> dict:

@@ -34,6 +34,12 @@ def test_quick_bench_writes_results_plot_and_default(tmp_path, capsys):
     assert (tmp_path / "tradeoff.png").stat().st_size > 10_000
     report = json.loads((tmp_path / "report.json").read_text())
     assert {c["against"] for c in report["claim"]} == {"clustering", "clustering+residual"}
+    for check in report["claim"]:  # paired bootstrap intervals around the measured differences
+        for key in ("gt_miou", "gt_ap"):
+            low, high = check[f"{key}_interval"]
+            assert low <= check[f"{key}_gain"] <= high
+    assert set(report["claim_summary"]) == {"clustering", "clustering+residual"}
+    assert (tmp_path / "claim.png").stat().st_size > 10_000
     assert "fastest TCA setting" in capsys.readouterr().out
     if report["default"]:  # the chosen point, ready to sit beside the checkpoint
         tuned = tuned_acceleration(tmp_path, "tca")
