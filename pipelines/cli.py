@@ -157,7 +157,9 @@ def bench(args) -> int:
         print(
             f"TCA vs {against} at {counts['settings']} equal settings: fidelity (mIoU and feature cosine) at least "
             f"as high at {counts['fidelity_at_least']}, accuracy (mIoU, AP vs ground truth) not significantly "
-            f"lower at {counts['accuracy_not_lower']}, significantly higher at {counts['accuracy_higher']}"
+            f"lower at {counts['accuracy_not_lower']}, significantly higher at {counts['accuracy_higher']}; "
+            f"curves: a TCA point as cheap (+1%) with at least the fidelity mIoU at {counts['curve_at_least']} of "
+            f"{counts['curve_points']} {against} points"
         )
     written = ", ".join(str(args.out / name) for name in ("results.json", "report.json", "tradeoff.png", "claim.png"))
     print(f"written: {written}")
