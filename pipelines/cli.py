@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from tca_core.evaluation import Scoreboard, evaluate_generated
+from tca_core.evaluation import Scoreboard, paired_difference, score_generated
 from tca_core.model import EMBEDDED_MODEL, tuned_acceleration
 from tca_core.segmenter import VideoSegmenter
 from tca_core.synthetic import CATEGORIES, SyntheticVideo
@@ -101,13 +101,31 @@ def _accuracy_against_truth(seed: int, num_frames: int, masks) -> dict:
 
 
 def evaluate(args) -> int:
-    """mIoU and video AP of the model on held-out generated videos."""
-    segmenter = _segmenter(args, "both")
+    """mIoU and video AP of the model on held-out generated videos; with --against, also those of a
+    second method on the same videos and the paired differences with 95% bootstrap intervals."""
     seeds = [HELD_OUT_SEED + i for i in range(args.videos)]
-    bar = tqdm(total=len(seeds), desc=f"evaluating {args.method}", unit="video")
-    metrics = evaluate_generated(segmenter, seeds, args.frames, args.clip_frames, lambda done, _: bar.update(1))
-    bar.close()
-    metrics.update(method=args.method, setting=segmenter.acceleration.to_dict(), videos=len(seeds))
+    boards, report = {}, {}
+    for method in [args.method] + ([args.against] if args.against else []):
+        args_for = argparse.Namespace(**{**vars(args), "method": method})
+        segmenter = _segmenter(args_for, "both")
+        bar = tqdm(total=len(seeds), desc=f"evaluating {method}", unit="video")
+        boards[method], seconds = score_generated(
+            segmenter, seeds, args.frames, args.clip_frames, lambda done, _, bar=bar: bar.update(1)
+        )
+        bar.close()
+        report[method] = dict(
+            boards[method].metrics(),
+            frames=len(seeds) * args.frames,
+            seconds=seconds,
+            setting=segmenter.acceleration.to_dict(),
+        )
+    metrics = dict(report[args.method], method=args.method, videos=len(seeds))
+    if args.against:
+        metrics["against"] = dict(
+            report[args.against],
+            method=args.against,
+            difference=paired_difference(boards[args.method], boards[args.against]),
+        )
     print(json.dumps(metrics, indent=2))
     if args.json:
         args.json.write_text(json.dumps(metrics, indent=2))
@@ -193,6 +211,9 @@ def main(argv=None) -> int:
     sub.add_argument("--videos", type=int, default=16)
     sub.add_argument("--frames", type=int, default=48)
     sub.add_argument("--json", type=Path, help="also write the metrics here")
+    sub.add_argument(
+        "--against", choices=["none", "clustering", "tca"], help="also run this method; report paired differences"
+    )
     model_options(sub)
     sub.set_defaults(handler=evaluate)
 

@@ -222,12 +222,9 @@ def paired_difference(board: Scoreboard, baseline: Scoreboard, resamples: int = 
     return result
 
 
-def evaluate_generated(segmenter, seeds, num_frames: int = 48, clip_frames: int = 8, progress=None) -> dict:
-    """mIoU and video AP of `segmenter` (task "both") on generated videos `seeds`, clip by clip.
-
-    Returns the Scoreboard metrics plus frames and seconds; `progress(done, total)` is called after
-    every video.
-    """
+def score_generated(segmenter, seeds, num_frames: int = 48, clip_frames: int = 8, progress=None):
+    """Run `segmenter` (task "both") on generated videos `seeds`, clip by clip, against their ground
+    truth. Returns (Scoreboard, seconds spent segmenting); `progress(done, total)` after every video."""
     from .synthetic import CATEGORIES, SyntheticVideo
 
     if segmenter.task != "both":
@@ -246,4 +243,10 @@ def evaluate_generated(segmenter, seeds, num_frames: int = 48, clip_frames: int 
         board.add_results(video_id, results, objects, (video.height, video.width))
         if progress:
             progress(done, len(seeds))
+    return board, seconds
+
+
+def evaluate_generated(segmenter, seeds, num_frames: int = 48, clip_frames: int = 8, progress=None) -> dict:
+    """mIoU and video AP of `segmenter` (task "both") on generated videos `seeds`, plus frames and seconds."""
+    board, seconds = score_generated(segmenter, seeds, num_frames, clip_frames, progress)
     return dict(board.metrics(), frames=len(seeds) * num_frames, seconds=seconds)

@@ -68,3 +68,14 @@ def test_demo_produces_its_files(tmp_path, capsys):
         tmp_path / "overlay.png",
     ):
         assert path.is_file() and path.stat().st_size > 0, path
+
+
+def test_evaluate_against_another_method_reports_paired_differences(tmp_path):
+    out = tmp_path / "eval.json"
+    args = ["evaluate", "--videos", "2", "--frames", "8", "--method", "tca", "--against", "none", "--json", str(out)]
+    assert main(args) == 0
+    metrics = json.loads(out.read_text())
+    assert (metrics["method"], metrics["against"]["method"], metrics["videos"]) == ("tca", "none", 2)
+    difference = metrics["against"]["difference"]
+    assert difference["miou"]["difference"] == pytest.approx(metrics["miou"] - metrics["against"]["miou"])
+    assert difference["ap"]["low"] <= difference["ap"]["high"]
