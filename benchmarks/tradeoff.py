@@ -307,6 +307,7 @@ def claim_summary(rows: list[dict], checks: list[dict]) -> dict:
     many of the baseline's points some TCA point of at most the same cost (+1%) reaches at least
     its fidelity mIoU."""
     summary = {}
+    tca = [r for r in rows if r["method"] == "tca"]
     for against in sorted({c["against"] for c in checks}):
         mine = [c for c in checks if c["against"] == against]
         summary[against] = dict(
@@ -316,7 +317,6 @@ def claim_summary(rows: list[dict], checks: list[dict]) -> dict:
             accuracy_higher=sum(c["gt_miou_interval"][0] > 0 or c["gt_ap_interval"][0] > 0 for c in mine),
         )
         others = [r for r in rows if curve(r) == against]
-        tca = [r for r in rows if r["method"] == "tca"]
         summary[against]["curve_points"] = len(others)
         summary[against]["curve_at_least"] = sum(
             any(

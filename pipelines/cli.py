@@ -26,12 +26,6 @@ from .render import render
 from .validate import validate
 
 
-def _segmenter(args, task: str) -> VideoSegmenter:
-    return VideoSegmenter.from_pretrained(
-        args.model, acceleration=tuned_acceleration(args.model, args.method), task=task
-    )
-
-
 def demo(args) -> int:
     """Generate (or take) a video, run the batch job on it with local Ray, render, summarise."""
     out: Path = args.out
@@ -104,10 +98,10 @@ def evaluate(args) -> int:
     """mIoU and video AP of the model on held-out generated videos; with --against, also those of a
     second method on the same videos and the paired differences with 95% bootstrap intervals."""
     seeds = [HELD_OUT_SEED + i for i in range(args.videos)]
+    segmenter = VideoSegmenter.from_pretrained(args.model, task="both")  # loaded once, for every method
     boards, report = {}, {}
     for method in [args.method] + ([args.against] if args.against else []):
-        args_for = argparse.Namespace(**{**vars(args), "method": method})
-        segmenter = _segmenter(args_for, "both")
+        segmenter.acceleration = tuned_acceleration(args.model, method)
         bar = tqdm(total=len(seeds), desc=f"evaluating {method}", unit="video")
         boards[method], seconds = score_generated(
             segmenter, seeds, args.frames, args.clip_frames, lambda done, _, bar=bar: bar.update(1)

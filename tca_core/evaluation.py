@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import block_diag
 
 from .segmenter import Clip
 
@@ -113,20 +114,13 @@ def pooled_ap(videos: list[VideoScore]) -> dict:
     categories = sorted({int(c) for v in videos for c in v.truth_categories})
     per_category = {}
     for category in categories:
-        blocks, scores, num_truth = [], [], 0
-        for v in videos:
-            rows = v.prediction_categories == category
-            columns = v.truth_categories == category
-            blocks.append((num_truth, v.ious[rows][:, columns]))
-            scores.append(v.scores[rows])
-            num_truth += int(columns.sum())
-        ious = np.zeros((sum(len(b) for _, b in blocks), num_truth))
-        row = 0
-        for offset, block in blocks:  # block-diagonal: a prediction only overlaps its own video's truth
-            ious[row : row + len(block), offset : offset + block.shape[1]] = block
-            row += len(block)
-        ious = ious[np.argsort(-np.concatenate(scores), kind="stable")]
-        per_category[category] = [_average_precision(ious, num_truth, threshold) for threshold in IOU_THRESHOLDS]
+        rows = [v.prediction_categories == category for v in videos]
+        columns = [v.truth_categories == category for v in videos]
+        # Block-diagonal: a prediction only overlaps the truth of its own video.
+        ious = block_diag(*(v.ious[r][:, c] for v, r, c in zip(videos, rows, columns)))
+        scores = np.concatenate([v.scores[r] for v, r in zip(videos, rows)])
+        ious = ious[np.argsort(-scores, kind="stable")]
+        per_category[category] = [_average_precision(ious, ious.shape[1], threshold) for threshold in IOU_THRESHOLDS]
     if not per_category:
         return dict(ap=float("nan"), ap50=float("nan"), ap75=float("nan"), per_category={})
     table = np.array(list(per_category.values()))  # (categories, thresholds)
