@@ -107,6 +107,13 @@ def temporal_cosine(x: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
     return F.cosine_similarity(x, previous, dim=-1, eps=1e-6)
 
 
+def quantisation_error(x: torch.Tensor, centers: torch.Tensor, geometry: WindowGeometry) -> torch.Tensor:
+    """(B, nW): mean over each window's real tokens of the distance to the nearest allowed center."""
+    distance = squared_distance(x, centers).masked_fill(~geometry.allowed[None], float("inf"))
+    nearest = distance.min(-1).values.masked_fill(~geometry.token_valid[None], 0.0)
+    return nearest.sum(-1) / geometry.token_valid.sum(-1).clamp_min(1)
+
+
 def temporal_clustering(
     x: torch.Tensor,
     previous_affinity: torch.Tensor,
@@ -114,6 +121,7 @@ def temporal_clustering(
     geometry: WindowGeometry,
     iters: int,
     temperature: float,
+    per_frame: tuple[torch.Tensor, torch.Tensor],
 ):
     """TCA for one frame: clusters seeded by the previous frame's assignment of the `stable` tokens.
 
@@ -121,11 +129,20 @@ def temporal_clustering(
     in the previous frame (grid pooling where a center kept no stable token), so the clusters carry
     over from frame to frame; then `iters` soft k-means rounds refine them with every token. Frame
     after frame this continues one k-means run instead of restarting it from the grid (docs/tca.md).
-    Returns (centers, affinity).
+    `per_frame` is (centers, affinity) of per-frame clustering of the same frame: a window keeps its
+    seeded clusters unless those quantise its tokens worse, so where the previous frame does not help
+    (content that moved in, clusters of one or two tokens) TCA falls back to per-frame clustering.
+    Returns (centers, affinity, seeded) with seeded (B, nW) True where the temporal clusters were kept.
     """
     kept = previous_affinity * stable[..., None]
-    seeded = update_centers(kept, x, initial_centers(x, geometry))
-    return local_kmeans(x, seeded, geometry, iters, temperature)
+    start = update_centers(kept, x, initial_centers(x, geometry))
+    centers, affinity = local_kmeans(x, start, geometry, iters, temperature)
+    frame_centers, frame_affinity = per_frame
+    # Ties within float rounding keep the memory, so a static scene keeps its clusters.
+    seeded = quantisation_error(x, centers, geometry) <= quantisation_error(x, frame_centers, geometry) * (1 + 1e-5)
+    centers = torch.where(seeded[..., None, None], centers, frame_centers)
+    affinity = torch.where(seeded[..., None, None], affinity, frame_affinity)
+    return centers, affinity, seeded
 
 
 def reconstruct(

@@ -40,7 +40,7 @@ class FrameStats:
     """What the clustering step did on one frame."""
 
     reset: str | None  # why per-frame clustering ran instead of TCA ("start", "gap", ...), or None
-    reassigned: float  # fraction of real tokens (re)assigned from scratch this frame
+    reassigned: float  # fraction of real tokens whose clusters did not come from the previous frame
     token_ratio: float  # clustered tokens / original tokens in the clustered blocks
 
 
@@ -152,11 +152,16 @@ class AcceleratedSwinBackbone(nn.Module):
         streams = self.streams or [FrameStream(ClusterMemory(), list(range(tokens.shape[0])))]
         if sum(len(s.frame_indices) for s in streams) != tokens.shape[0]:
             raise ValueError("the frame streams do not cover the batch")
+        # Per-frame clustering of every frame, batched: TCA's fallback per window and on a reset.
+        per_frame = clustering.per_frame_clustering(tokens, geometry, cfg.iters, cfg.temperature)
         centers, affinities, row = [], [], 0
         for stream in streams:
             for frame_index in stream.frame_indices:
                 frame = tokens[row : row + 1]
-                center, affinity, stats = self._temporal_step(frame, stream.memory, frame_index, geometry, signature)
+                candidate = (per_frame[0][row : row + 1], per_frame[1][row : row + 1])
+                center, affinity, stats = self._temporal_step(
+                    frame, candidate, stream.memory, frame_index, geometry, signature
+                )
                 stats.token_ratio = ratio
                 centers.append(center)
                 affinities.append(affinity)
@@ -164,8 +169,9 @@ class AcceleratedSwinBackbone(nn.Module):
                 row += 1
         return torch.cat(centers), torch.cat(affinities)
 
-    def _temporal_step(self, frame, memory: ClusterMemory, frame_index: int, geometry, signature):
-        """TCA for one frame (1, nW, N, C) of a video, continuing and then updating its memory."""
+    def _temporal_step(self, frame, per_frame, memory: ClusterMemory, frame_index: int, geometry, signature):
+        """TCA for one frame (1, nW, N, C) of a video, continuing and then updating its memory.
+        `per_frame`: the frame's per-frame clustering (centers, affinity), used on a reset."""
         cfg = self.acceleration
         valid = geometry.token_valid[None]
         reason = memory.reset_reason(frame_index, signature)
@@ -175,12 +181,13 @@ class AcceleratedSwinBackbone(nn.Module):
                 reason = "scene_cut"
         if reason is None:
             stable = (rho >= cfg.tau) & valid
-            center, affinity = clustering.temporal_clustering(
-                frame, memory.affinity[None], stable, geometry, cfg.tca_iters, cfg.temperature
+            center, affinity, seeded = clustering.temporal_clustering(
+                frame, memory.affinity[None], stable, geometry, cfg.tca_iters, cfg.temperature, per_frame
             )
-            reassigned = 1.0 - stable.sum().item() / valid.sum().item()
+            carried = stable & seeded[..., None]  # tokens whose clusters came from the memory
+            reassigned = 1.0 - carried.sum().item() / valid.sum().item()
         else:
-            center, affinity = clustering.per_frame_clustering(frame, geometry, cfg.iters, cfg.temperature)
+            center, affinity = per_frame
             reassigned = 1.0
         memory.update(frame[0], affinity[0], frame_index, signature)
         return center, affinity, FrameStats(reason, reassigned, 0.0)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from helpers import random_frames, smooth_video
 
+from tca_core import clustering
 from tca_core.config import AccelerationConfig
 from tca_core.memory import ClusterMemory, MemoryBank, VideoMemory
 from tca_core.model import accelerate, build_model
@@ -156,3 +157,28 @@ def test_bad_clips_are_rejected_with_the_video_named(small_model):
     clip = Clip("twice", 0, random_frames(1, 32, 32))
     with pytest.raises(ValueError, match="one clip per video"):
         segmenter.process([clip, clip])
+
+
+def test_tca_never_quantises_a_window_worse_than_per_frame_clustering():
+    """A window keeps the clusters seeded from the memory only where they fit its tokens at least as
+    well as per-frame clustering's; elsewhere it takes per-frame clustering's clusters unchanged."""
+    torch.manual_seed(0)
+    geometry = clustering.window_geometry(torch.ones(32, 7, 7, dtype=torch.bool), grid=3, radius=1)
+    x = torch.randn(1, 32, 49, 16)
+    per_frame = clustering.per_frame_clustering(x, geometry, iters=5, temperature=256.0)
+    stable = torch.ones(1, 32, 49, dtype=torch.bool)
+
+    unrelated = clustering.per_frame_clustering(torch.randn(1, 32, 49, 16), geometry, iters=5, temperature=256.0)
+    centers, affinity, seeded = clustering.temporal_clustering(
+        x, unrelated[1], stable, geometry, iters=1, temperature=256.0, per_frame=per_frame
+    )
+    error = clustering.quantisation_error
+    assert (error(x, centers, geometry) <= error(x, per_frame[0], geometry) * (1 + 1e-5)).all()
+    assert 0 < (~seeded).sum() < seeded.numel()  # a memory of another frame helps some windows, not all
+    torch.testing.assert_close(centers[~seeded], per_frame[0][~seeded])
+    torch.testing.assert_close(affinity[~seeded], per_frame[1][~seeded])
+
+    _, _, continued = clustering.temporal_clustering(
+        x, per_frame[1], stable, geometry, iters=1, temperature=256.0, per_frame=per_frame
+    )
+    assert continued.all()  # the memory of this very frame: one more k-means round fits at least as well
