@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 _MASKED = -1e9  # finite stand-in for -inf: rows with nothing allowed stay NaN-free
+SAME_FIT = 1 + 1e-5  # quantisation errors within this ratio are a tie (float rounding)
 
 
 @dataclass
@@ -138,8 +139,8 @@ def temporal_clustering(
     start = update_centers(kept, x, initial_centers(x, geometry))
     centers, affinity = local_kmeans(x, start, geometry, iters, temperature)
     frame_centers, frame_affinity = per_frame
-    # Ties within float rounding keep the memory, so a static scene keeps its clusters.
-    seeded = quantisation_error(x, centers, geometry) <= quantisation_error(x, frame_centers, geometry) * (1 + 1e-5)
+    # Ties keep the memory, so a static scene keeps its clusters.
+    seeded = quantisation_error(x, centers, geometry) <= quantisation_error(x, frame_centers, geometry) * SAME_FIT
     centers = torch.where(seeded[..., None, None], centers, frame_centers)
     affinity = torch.where(seeded[..., None, None], affinity, frame_affinity)
     return centers, affinity, seeded

@@ -171,7 +171,8 @@ class AcceleratedSwinBackbone(nn.Module):
 
     def _temporal_step(self, frame, per_frame, memory: ClusterMemory, frame_index: int, geometry, signature):
         """TCA for one frame (1, nW, N, C) of a video, continuing and then updating its memory.
-        `per_frame`: the frame's per-frame clustering (centers, affinity), used on a reset."""
+        `per_frame`: the frame's per-frame clustering (centers, affinity): the clusters on a reset and
+        the fallback of every window that the memory does not fit better."""
         cfg = self.acceleration
         valid = geometry.token_valid[None]
         reason = memory.reset_reason(frame_index, signature)
