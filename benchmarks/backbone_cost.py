@@ -135,7 +135,8 @@ def main(argv=None):
     for row in rows:
         if row.get("tca_reassigned_fraction") is not None:
             fraction = row["tca_reassigned_fraction"]
-            print(f"Swin-{row['preset']} {row['label']}: {fraction:.1%} of tokens changed (rho < tau) per frame")
+            label = f"Swin-{row['preset']} {row['label']}"
+            print(f"{label}: {fraction:.1%} of tokens reassigned per frame (changed, or in a fallen-back window)")
 
 
 if __name__ == "__main__":
