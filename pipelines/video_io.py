@@ -41,9 +41,33 @@ def open_video(source):
     try:
         reader = decord.VideoReader(str(source) if isinstance(source, (str, Path)) else source, ctx=decord.cpu(0))
         reader.get_batch([0])  # decord opens some files whose frames it then cannot copy out
-        return reader
     except Exception:  # decord raises its own DECORDError, RuntimeError and AssertionError
         return AVReader(source)  # the same FFmpeg underneath, and clearer errors
+    with _container(source) as container:
+        _check_complete(container.streams.video[0].frames, len(reader))  # decord counts the packets it finds
+    return reader
+
+
+@contextmanager
+def _container(source):
+    """The file opened with PyAV (a path, or a BytesIO read from its start); ValueError without a video stream."""
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    with av.open(str(source) if isinstance(source, (str, Path)) else source) as container:
+        if not container.streams.video:
+            raise ValueError("no video stream (audio only, or not a video)")
+        yield container
+
+
+def _check_complete(listed: int, packets: int):
+    """ValueError when the file holds fewer packets than its container's index lists (0: no index).
+
+    A file cut at a packet boundary demuxes and decodes without an error; only this count shows the
+    loss. The index may list more frames than decode (an edit list trimming the start), never more
+    packets than a whole file holds.
+    """
+    if packets < listed:
+        raise ValueError(f"truncated: the container's index lists {listed} frames, the file holds {packets}")
 
 
 def probe(reader) -> VideoInfo:
@@ -85,14 +109,16 @@ class AVReader:
 
     def __init__(self, source):
         self.source = source
-        frames, first, opened = 0, None, False
+        frames, packets, first, opened = 0, 0, None, False
         try:
             with self._open() as (container, stream):
                 opened = True
-                for frame in container.decode(stream):
-                    first = self._array(frame) if first is None else first
-                    frames += 1
-                fps = float(stream.average_rate or stream.guessed_rate or 0)
+                for packet in container.demux(stream):
+                    packets += packet.size > 0  # the last, empty packet only flushes the decoder
+                    for frame in packet.decode():
+                        first = self._array(frame) if first is None else first
+                        frames += 1
+                fps, listed = float(stream.average_rate or stream.guessed_rate or 0), stream.frames
         except av.FFmpegError as error:
             if not opened:
                 raise ValueError(
@@ -101,6 +127,7 @@ class AVReader:
             raise ValueError(f"decoding failed after {frames} frames: {_reason(error)}") from None
         if first is None:
             raise ValueError("the video stream has no frames")
+        _check_complete(listed, packets)
         self.info = VideoInfo(frames, fps, first.shape[0], first.shape[1])
 
     def read(self, start: int, stop: int) -> tuple[np.ndarray, list[float]]:
@@ -124,11 +151,7 @@ class AVReader:
     @contextmanager
     def _open(self):
         """(container, its first video stream)."""
-        if isinstance(self.source, io.BytesIO):
-            self.source.seek(0)
-        with av.open(str(self.source) if isinstance(self.source, (str, Path)) else self.source) as container:
-            if not container.streams.video:
-                raise ValueError("no video stream (audio only, or not a video)")
+        with _container(self.source) as container:
             yield container, container.streams.video[0]
 
     @staticmethod

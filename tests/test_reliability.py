@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from bad_inputs import write_bad_inputs
+from bad_inputs import write_bad_inputs, write_faststart
 from helpers import FlakyProxy, moto_s3
 
 from pipelines.cli import main as cli
@@ -90,6 +90,22 @@ def test_both_readers_decode_the_awkward_inputs_alike(tmp_path):
         assert frame_times(fallback, 0, item.frames) == pytest.approx(times, abs=1e-3), item.name
         if item.times:
             assert times == pytest.approx(item.times, abs=1e-3)
+
+
+def test_a_file_cut_between_two_packets_is_refused_as_truncated(tmp_path):
+    """Such a file demuxes and decodes without an error, short of its index: neither reader may take it."""
+    whole, cut = tmp_path / "whole.mp4", tmp_path / "cut.mp4"
+    packet_ends = write_faststart(whole, frames=12)
+    assert len(packet_ends) == 12 and packet_ends[-1] <= whole.stat().st_size
+    data = whole.read_bytes()
+    for present, end in enumerate(packet_ends[:-1], start=1):
+        cut.write_bytes(data[:end])
+        for reader in (open_video, AVReader):
+            with pytest.raises(
+                ValueError, match=f"truncated: the container's index lists 12 frames, the file holds {present}$"
+            ):
+                reader(cut)
+    assert len(open_video(whole)) == 12 and AVReader(whole).info.frames == 12
 
 
 def test_bad_input_matrix_through_the_job(local_ray, tiny_model, tmp_path):
