@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from pipelines.nightly import JobConfig, run_job
-from pipelines.video_io import open_video, probe, read_frames
+from pipelines.video_io import open_video
 from tca_core.config import AccelerationConfig
 from tca_core.model import EMBEDDED_MODEL
 from tca_core.segmenter import Clip, VideoSegmenter
@@ -33,9 +33,7 @@ def model_alone(paths: list[Path], config: JobConfig) -> tuple[int, float]:
         score_threshold=config.score_threshold,
         short_side=config.short_side,
     )
-    frames = {
-        path.name: read_frames(reader, 0, probe(reader).frames) for path in paths for reader in [open_video(path)]
-    }
+    frames = {path.name: reader.read(0, reader.info.frames)[0] for path in paths for reader in [open_video(path)]}
     segmenter.process([Clip("warm-up", 0, next(iter(frames.values()))[:1])])
     segmenter.drop("warm-up")
     begin, count = time.perf_counter(), 0

@@ -141,14 +141,14 @@ def _timed(segmenter: VideoSegmenter, probe: BackboneProbe, clip: Clip):
 
 def _videos(seeds, real_names, num_frames: int, real_frames: int):
     """(kind, video id, frames, ground-truth objects or None) for the generated, then the real videos."""
-    from pipelines.video_io import open_video, probe, read_frames
+    from pipelines.video_io import open_video
 
     for seed in seeds:
         frames, objects = SyntheticVideo(seed, num_frames).frames()
         yield "generated", f"generated/{seed}", frames, objects
     for name in real_names:
         reader = open_video(SHARED_VIDEOS / name)
-        yield "real", name, read_frames(reader, 0, min(real_frames, probe(reader).frames)), None
+        yield "real", name, reader.read(0, min(real_frames, reader.info.frames))[0], None
 
 
 def sweep(

@@ -40,7 +40,7 @@ from ray.serve.handle import DeploymentHandle
 
 from pipelines.nightly import JobConfig
 from pipelines.storage import filesystem
-from pipelines.video_io import decoder_message, open_video, probe, read_frames
+from pipelines.video_io import decoder_message, open_video
 from tca_core.model import EMBEDDED_MODEL, tuned_acceleration
 from tca_core.segmenter import Clip, FrameResult, VideoSegmenter
 
@@ -402,7 +402,7 @@ class SegmentService:
             reader = open_video(handle)
         except ValueError as error:
             raise _reject(422, loc, f"not a video that can be decoded (mp4, mkv, webm, ...): {error}") from None
-        info = probe(reader)
+        info = reader.info
         if info.frames > self.options.max_frames:
             raise _reject(
                 413, loc, f"{info.frames} frames, over the limit of {self.options.max_frames}: send shorter clips"
@@ -414,7 +414,7 @@ class SegmentService:
                 f"{info.width}x{info.height} frames, over the limit of {self.options.max_pixels} pixels per frame",
             )
         try:
-            return read_frames(reader, 0, info.frames)
+            return reader.read(0, info.frames)[0]
         except Exception as error:  # decord's own errors, PyAV's ValueError: a truncated or corrupt file
             raise _reject(422, loc, f"the video cannot be decoded: {decoder_message(error)}") from None
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 from PIL import Image, ImageDraw
 
 from .output import decode_frames
-from .video_io import open_video, read_frames, write_mp4
+from .video_io import open_video, write_mp4
 
 
 def color_of(key: int) -> np.ndarray:
@@ -68,13 +68,13 @@ def render(video_path: str | Path, masks: pa.Table, out_dir: Path, name: str = "
     reader = open_video(video_path)
     by_frame = frame_masks(masks)
     out_dir.mkdir(parents=True, exist_ok=True)
-    total = len(reader)
+    total = reader.info.frames
     picked = sorted({round(i * (total - 1) / max(sheet_frames - 1, 1)) for i in range(min(sheet_frames, total))})
     sheet, captions = [], []
 
     def overlays():
         for start in range(0, total, 32):
-            for offset, frame in enumerate(read_frames(reader, start, min(start + 32, total))):
+            for offset, frame in enumerate(reader.read(start, min(start + 32, total))[0]):
                 index = start + offset
                 drawn = overlay(frame, by_frame.get(index, []))
                 if index in picked:
@@ -83,6 +83,6 @@ def render(video_path: str | Path, masks: pa.Table, out_dir: Path, name: str = "
                 yield drawn
 
     video_out, sheet_out = out_dir / f"{name}.mp4", out_dir / f"{name}.png"
-    write_mp4(video_out, overlays(), fps=reader.get_avg_fps() or 24.0)
+    write_mp4(video_out, overlays(), fps=reader.info.fps or 24.0)
     contact_sheet(sheet, captions).save(sheet_out)
     return video_out, sheet_out

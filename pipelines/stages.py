@@ -20,7 +20,7 @@ from tca_core.segmenter import Clip, VideoSegmenter
 
 from .errors import one_line
 from .storage import filesystem
-from .video_io import decoder_message, frame_times, open_video, probe, read_frames
+from .video_io import decoder_message, open_video
 
 
 def _open(uri: str, endpoint_url: str | None):
@@ -39,7 +39,7 @@ def plan_video(row: dict, chunk_frames: int, overlap: int, endpoint_url=None) ->
     """Probe a video and split it into ordered chunks, each warmed up by `overlap` earlier frames."""
     base = dict(video_id=row["video_id"], uri=row["uri"])
     try:
-        info = probe(_open(row["uri"], endpoint_url))
+        info = _open(row["uri"], endpoint_url).info
     except Exception as error:  # any failure is this video's, reported and not raised
         reason = error if isinstance(error, ValueError) else decoder_message(error)
         return [
@@ -83,8 +83,7 @@ def decode_chunk(row: dict, endpoint_url=None) -> dict:
         begin = time.perf_counter()
         try:
             reader = _open(row["uri"], endpoint_url)
-            frames = read_frames(reader, row["warm_start"], row["stop"])
-            times = frame_times(reader, row["warm_start"], row["stop"])
+            frames, times = reader.read(row["warm_start"], row["stop"])
             if frames.shape[1:3] != (row["height"], row["width"]):
                 raise ValueError(f"frame size changed mid-video to {frames.shape[2]}x{frames.shape[1]}")
         except Exception as error:  # the video's failure, reported in the manifest

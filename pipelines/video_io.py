@@ -1,7 +1,8 @@
 """Reading videos (decord, PyAV where decord fails) and writing H.264 MP4 (PyAV).
 
-Frames come out as RGB uint8 in display orientation (rotation metadata applied) and presentation
-order; `frame_times` gives each frame's presentation time, so variable frame rates are exact.
+Both readers have `info` (a VideoInfo) and `read(start, stop)`: frames as RGB uint8 in display
+orientation (rotation metadata applied) and presentation order, with each frame's presentation time,
+so variable frame rates are exact.
 """
 
 from __future__ import annotations
@@ -27,24 +28,22 @@ class VideoInfo:
 
 
 def open_video(source):
-    """A reader on a path or a binary file object; ValueError naming the reason when nothing decodes it.
+    """A reader (`.info`, `.read`) on a path or a binary file object; ValueError naming the reason when
+    nothing decodes it.
 
-    decord first (fast seeking); PyAV where decord cannot (still images, and frame widths such as
-    16 or 48 pixels where decord's frame copy fails).
+    decord first (fast seeking); PyAV where decord cannot (still images, frame widths such as 16
+    or 48 pixels where decord's frame copy fails, and MP4s whose edit list trims the start).
     """
-    import decord
-
     if not isinstance(source, (str, Path)):
         source = io.BytesIO(source.read())  # what decord does with a file object anyway
     if (Path(source).stat().st_size if isinstance(source, (str, Path)) else source.getbuffer().nbytes) == 0:
         raise ValueError("empty file (0 bytes)")
     try:
-        reader = decord.VideoReader(str(source) if isinstance(source, (str, Path)) else source, ctx=decord.cpu(0))
-        reader.get_batch([0])  # decord opens some files whose frames it then cannot copy out
+        reader = DecordReader(source)
     except Exception:  # decord raises its own DECORDError, RuntimeError and AssertionError
         return AVReader(source)  # the same FFmpeg underneath, and clearer errors
     with _container(source) as container:
-        _check_complete(container.streams.video[0].frames, len(reader))  # decord counts the packets it finds
+        _check_complete(container.streams.video[0].frames, reader.packets)
     return reader
 
 
@@ -70,25 +69,24 @@ def _check_complete(listed: int, packets: int):
         raise ValueError(f"truncated: the container's index lists {listed} frames, the file holds {packets}")
 
 
-def probe(reader) -> VideoInfo:
-    if isinstance(reader, AVReader):
-        return reader.info
-    height, width = reader[0].shape[:2]
-    return VideoInfo(len(reader), float(reader.get_avg_fps()), height, width)
+class DecordReader:
+    """decord's reader, on the files it reads right."""
 
+    def __init__(self, source):
+        import decord
 
-def read_frames(reader, start: int, stop: int) -> np.ndarray:
-    """Frames start..stop-1 as (T, H, W, 3) uint8."""
-    if isinstance(reader, AVReader):
-        return reader.read(start, stop)[0]
-    return reader.get_batch(list(range(start, stop))).asnumpy()
+        self._reader = decord.VideoReader(str(source) if isinstance(source, (str, Path)) else source, ctx=decord.cpu(0))
+        self.packets = len(self._reader)
+        self._times = self._reader.get_frame_timestamp(list(range(self.packets)))[:, 0]
+        if self._times[0] < 0:  # decord's frames of the first group of pictures are then shifted
+            raise ValueError("an edit list trims the start: decord misplaces the frames around it")
+        height, width = self._reader.get_batch([0]).shape[1:3]  # decord opens some files it cannot copy out
+        self.info = VideoInfo(self.packets, float(self._reader.get_avg_fps()), height, width)
 
-
-def frame_times(reader, start: int, stop: int) -> list[float]:
-    """Presentation times (seconds from the video stream's start) of frames start..stop-1."""
-    if isinstance(reader, AVReader):
-        return reader.read(start, stop)[1]
-    return [float(t) for t in reader.get_frame_timestamp(list(range(start, stop)))[:, 0]]
+    def read(self, start: int, stop: int) -> tuple[np.ndarray, list[float]]:
+        """(frames, presentation times in seconds) of frames start..stop-1, as (T, H, W, 3) uint8 RGB."""
+        indices = list(range(start, stop))
+        return self._reader.get_batch(indices).asnumpy(), [float(t) for t in self._times[start:stop]]
 
 
 def decoder_message(error: Exception) -> str:

@@ -48,6 +48,9 @@ MATRIX = [
     Input("size-100x150.mp4", "100x150 frames (not multiples of 32)", 4, 100, 150),
     Input("rotated-90.mp4", "96x64 stored, display matrix rotated 90 degrees", 4, 96, 64),
     Input("variable-fps.mp4", "variable frame rate", 8, 64, 96, tuple(t / 1000 for t in VFR_MILLISECONDS)),
+    Input(
+        "trimmed.mp4", "an edit list trims 3 of 20 frames off the start", 17, 64, 96, tuple(i / 10 for i in range(17))
+    ),
     Input("gray.mp4", "grayscale H.264", 4, 64, 96),
     Input("10bit.mp4", "10-bit H.264 (yuv420p10le)", 4, 64, 96),
     Input("10bit-hevc.mkv", "10-bit HEVC in Matroska", 4, 64, 96),
@@ -99,6 +102,24 @@ def write_faststart(path: Path, frames: int = 30) -> list[int]:
         return sorted(packet.pos + packet.size for packet in container.demux(video=0) if packet.size)
 
 
+def write_trimmed(path: Path, frames: int = 30, frames_off: int = 3) -> np.ndarray:
+    """An MP4 whose edit list starts the video `frames_off` frames in, as a stream copy cut from mid-GOP
+    is; returns the frames a player shows. The frames are encoded, then stream-copied with every time
+    shifted that much earlier, and the muxer writes the edit list."""
+    whole, shown = path.with_suffix(".whole.mp4"), _frames(frames, 64, 96, seed=9)
+    _encode(whole, shown)
+    with av.open(str(whole)) as source, av.open(str(path), "w") as copy:
+        stream = source.streams.video[0]
+        target = copy.add_stream_from_template(stream)
+        shift = round(frames_off / 10 / stream.time_base)  # _encode's 10 frames/s
+        for packet in source.demux(stream):
+            if packet.dts is not None:
+                packet.pts, packet.dts, packet.stream = packet.pts - shift, packet.dts - shift, target
+                copy.mux(packet)
+    whole.unlink()
+    return shown[frames_off:]
+
+
 def _cut(path: Path, fraction: float):
     path.write_bytes(path.read_bytes()[: int(path.stat().st_size * fraction)])
 
@@ -122,6 +143,8 @@ def _write(name: str, path: Path):
         Image.fromarray(_frames(1, 64, 96)[0]).save(path, format="JPEG")
     elif name == "rotated-90.mp4":
         _encode(path, _frames(4, 64, 96, seed=7), rotation=90)
+    elif name == "trimmed.mp4":
+        write_trimmed(path, frames=20, frames_off=3)
     elif name == "variable-fps.mp4":
         _encode(path, _frames(8, 64, 96, seed=8), pts=VFR_MILLISECONDS)
     else:

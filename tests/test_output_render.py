@@ -17,7 +17,7 @@ from pipelines.output import (
     write_table,
 )
 from pipelines.render import frame_masks, overlay, render
-from pipelines.video_io import open_video, probe
+from pipelines.video_io import open_video
 from tca_core import rle
 from tca_core.synthetic import CATEGORIES, SyntheticVideo
 
@@ -62,7 +62,7 @@ def test_tables_and_render(tmp_path):
         assert row["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
 
     video_out, sheet_out = render(path, masks, tmp_path / "render", sheet_frames=4)
-    assert probe(open_video(video_out)).frames == 8
+    assert open_video(video_out).info.frames == 8
     assert Image.open(sheet_out).size == (4 * 336, 224 + 14)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from bad_inputs import write_bad_inputs, write_faststart
+from bad_inputs import write_bad_inputs, write_faststart, write_trimmed
 from helpers import FlakyProxy, moto_s3
 
 from pipelines.cli import main as cli
@@ -23,7 +23,7 @@ from pipelines.nightly import JobConfig, Output, VideoAssembly, _commit, run_job
 from pipelines.nightly import main as nightly_main
 from pipelines.storage import filesystem, join
 from pipelines.validate import validate
-from pipelines.video_io import AVReader, frame_times, open_video, probe, read_frames, write_mp4
+from pipelines.video_io import AVReader, DecordReader, open_video, write_mp4
 from tca_core import rle
 from tca_core.synthetic import moving_disc_clip
 
@@ -79,15 +79,16 @@ def test_both_readers_decode_the_awkward_inputs_alike(tmp_path):
                 open_video(path)
             continue
         reader, fallback = open_video(path), AVReader(path)
+        assert isinstance(reader, DecordReader) or item.name in ("still.jpg", "tiny-16x16.mp4", "trimmed.mp4")
         for source in (reader, fallback):
-            assert (probe(source).frames, probe(source).height, probe(source).width) == (
+            assert (source.info.frames, source.info.height, source.info.width) == (
                 item.frames,
                 item.height,
                 item.width,
             ), item.name
-        frames, times = read_frames(reader, 0, item.frames), frame_times(reader, 0, item.frames)
-        assert np.abs(frames.astype(int) - read_frames(fallback, 0, item.frames)).mean() < 3, item.name
-        assert frame_times(fallback, 0, item.frames) == pytest.approx(times, abs=1e-3), item.name
+        (frames, times), (fallback_frames, fallback_times) = reader.read(0, item.frames), fallback.read(0, item.frames)
+        assert np.abs(frames.astype(int) - fallback_frames).mean() < 3, item.name
+        assert fallback_times == pytest.approx(times, abs=1e-3), item.name
         if item.times:
             assert times == pytest.approx(item.times, abs=1e-3)
 
@@ -105,7 +106,19 @@ def test_a_file_cut_between_two_packets_is_refused_as_truncated(tmp_path):
                 ValueError, match=f"truncated: the container's index lists 12 frames, the file holds {present}$"
             ):
                 reader(cut)
-    assert len(open_video(whole)) == 12 and AVReader(whole).info.frames == 12
+    assert open_video(whole).info.frames == 12 and AVReader(whole).info.frames == 12
+
+
+def test_a_trimmed_mp4_starts_where_its_edit_list_does(tmp_path):
+    """decord shows the frames of the first group of pictures shifted there (and negative times)."""
+    shown = write_trimmed(tmp_path / "trimmed.mp4", frames=30, frames_off=3)
+    reader = open_video(tmp_path / "trimmed.mp4")
+    frames, times = reader.read(0, 27)
+    assert reader.info.frames == 27 and times == pytest.approx([i / 10 for i in range(27)], abs=1e-3)
+    errors = np.abs(frames[:, None].astype(int) - shown[None]).mean(axis=(2, 3, 4))  # decoded x shown
+    assert list(errors.argmin(axis=1)) == list(range(27)), errors.argmin(axis=1)  # each frame is its own
+    later, later_times = reader.read(20, 27)
+    assert np.array_equal(later, frames[20:]) and later_times == times[20:]
 
 
 def test_bad_input_matrix_through_the_job(local_ray, tiny_model, tmp_path):

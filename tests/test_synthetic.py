@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipelines.generate import write_generated
-from pipelines.video_io import open_video, probe, read_frames
+from pipelines.video_io import open_video
 from tca_core import rle
 from tca_core.synthetic import CATEGORIES, SyntheticVideo, semantic_map
 
@@ -83,9 +83,9 @@ def test_written_dataset_decodes_and_matches_ground_truth(tmp_path):
         video = SyntheticVideo(entry["seed"], 10)
         frames, objects = video.frames()
         reader = open_video(tmp_path / entry["file_name"])
-        info = probe(reader)
+        info = reader.info
         assert (info.frames, info.height, info.width) == (10, 224, 336)
-        decoded = read_frames(reader, 0, 10).astype(float)
+        decoded = reader.read(0, 10)[0].astype(float)
         psnr = 10 * np.log10(255**2 / np.mean((decoded - frames) ** 2))
         assert psnr > 25, f"H.264 round trip at {psnr:.1f} dB"  # chroma subsampling, noise
         tracks = [a for a in data["annotations"] if a["video_id"] == entry["id"]]
