@@ -92,59 +92,74 @@ class DecordReader:
 def decoder_message(error: Exception) -> str:
     """A decoder error in a line: without decord's source locations, FFmpeg's error codes named."""
     lines = [line for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
-    text = re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", lines[0]).strip()
+    text = re.sub(r"^(\[[\d:]+\] \S+:\d+: )+", "", lines[0]).strip()  # nested: one per C++ frame
     if str(_AVERROR_INVALIDDATA) in text:
         text += " (invalid data: the file is truncated or corrupt)"
     return text[:300]
 
 
 class AVReader:
-    """Decodes the first video stream with PyAV from the start, the way decord's readers are used.
+    """Reads the first video stream with PyAV: for the files decord cannot read right.
 
-    Frame counts come from decoding the whole stream once; each read decodes from the start, so
-    this is meant for the files decord fails on, which are small in practice.
+    Opening demuxes the whole file without decoding it (as decord's reader does) and decodes the
+    first frame; a read seeks to the key frame before its first frame and decodes from there, keeping
+    the frames by presentation time. Packets an edit list discards are not frames.
     """
 
     def __init__(self, source):
         self.source = source
-        frames, packets, first, opened = 0, 0, None, False
+        packets, self._pts, first, opened = 0, [], None, False
         try:
             with self._open() as (container, stream):
                 opened = True
                 for packet in container.demux(stream):
                     packets += packet.size > 0  # the last, empty packet only flushes the decoder
-                    for frame in packet.decode():
-                        first = self._array(frame) if first is None else first
-                        frames += 1
-                fps, listed = float(stream.average_rate or stream.guessed_rate or 0), stream.frames
+                    if packet.size and not packet.is_discard:
+                        self._pts.append(packet.pts)
+                fps, listed, self._origin, self._time_base = (
+                    float(stream.average_rate or stream.guessed_rate or 0),
+                    stream.frames,
+                    stream.start_time or 0,
+                    stream.time_base,
+                )
+                container.seek(0)
+                first = next((self._array(frame) for frame in container.decode(stream)), None)
         except av.FFmpegError as error:
             if not opened:
                 raise ValueError(
                     f"not a video file FFmpeg can read: {error.strerror} (corrupt, truncated or not a video)"
                 ) from None
-            raise ValueError(f"decoding failed after {frames} frames: {_reason(error)}") from None
-        if first is None:
+            raise ValueError(f"reading failed after {packets} packets: {_reason(error)}") from None
+        if first is None or not self._pts:
             raise ValueError("the video stream has no frames")
         _check_complete(listed, packets)
-        self.info = VideoInfo(frames, fps, first.shape[0], first.shape[1])
+        self._seekable = None not in self._pts  # else reads decode from the start, counting frames
+        self._pts = sorted(self._pts) if self._seekable else self._pts
+        self.info = VideoInfo(len(self._pts), fps, first.shape[0], first.shape[1])
 
     def read(self, start: int, stop: int) -> tuple[np.ndarray, list[float]]:
-        """(frames, presentation times) of frames start..stop-1."""
-        frames, times = [], []
+        """(frames, presentation times in seconds) of frames start..stop-1, as (T, H, W, 3) uint8 RGB."""
+        wanted, frames, pts = self._pts[start:stop], [], []
         try:
             with self._open() as (container, stream):
-                origin = stream.start_time or 0
+                if self._seekable and start > 0:
+                    container.seek(wanted[0], stream=stream)  # backwards, to the key frame at or before it
                 for index, frame in enumerate(container.decode(stream)):
-                    if index >= stop:
+                    before = (frame.pts is None or frame.pts < wanted[0]) if self._seekable else index < start
+                    if before:
+                        continue
+                    frames.append(self._array(frame))
+                    pts.append(frame.pts)
+                    if len(frames) == len(wanted):
                         break
-                    if index >= start:
-                        frames.append(self._array(frame))
-                        times.append(float((frame.pts - origin) * stream.time_base) if frame.pts is not None else 0.0)
         except av.FFmpegError as error:
             raise ValueError(f"decoding failed after {start + len(frames)} frames: {_reason(error)}") from None
         if len(frames) != stop - start:
             raise ValueError(f"frames {start}-{stop - 1} requested, the stream ended after {start + len(frames)}")
-        return np.stack(frames), times
+        if self._seekable and pts != wanted:
+            raise ValueError(f"frames {start}-{stop - 1} decode at other times than the file's packets list")
+        seconds = [float((t - self._origin) * self._time_base) if t is not None else 0.0 for t in pts]
+        return np.stack(frames), seconds
 
     @contextmanager
     def _open(self):

@@ -65,13 +65,16 @@ def _frames(count: int, height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.ascontiguousarray(frames[:, rows][:, :, cols])
 
 
-def _encode(path: Path, frames, codec="libx264", pix_fmt="yuv420p", pts=None, rotation=None, faststart=False):
-    """Encode RGB frames with a codec and pixel format; `pts` in milliseconds for irregular timing."""
+def _encode(path: Path, frames, codec="libx264", pix_fmt="yuv420p", pts=None, rotation=None, faststart=False, gop=None):
+    """Encode RGB frames with a codec and pixel format; `pts` in milliseconds for irregular timing,
+    `gop` frames between key frames (the encoder's default where None)."""
     with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as container:
         stream = container.add_stream(codec, rate=10)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
         if codec == "libx265":
             stream.options = {"x265-params": "log-level=error"}
+        if gop is not None:
+            stream.options = {"g": str(gop)}
         if rotation is not None:
             stream.set_display_rotation(rotation)  # the display matrix, as phone cameras write it
         if pts is not None:
@@ -102,12 +105,12 @@ def write_faststart(path: Path, frames: int = 30) -> list[int]:
         return sorted(packet.pos + packet.size for packet in container.demux(video=0) if packet.size)
 
 
-def write_trimmed(path: Path, frames: int = 30, frames_off: int = 3) -> np.ndarray:
+def write_trimmed(path: Path, frames: int = 30, frames_off: int = 3, gop: int | None = None) -> np.ndarray:
     """An MP4 whose edit list starts the video `frames_off` frames in, as a stream copy cut from mid-GOP
-    is; returns the frames a player shows. The frames are encoded, then stream-copied with every time
-    shifted that much earlier, and the muxer writes the edit list."""
-    whole, shown = path.with_suffix(".whole.mp4"), _frames(frames, 64, 96, seed=9)
-    _encode(whole, shown)
+    is; returns the frames a player shows, decoded from the whole encoding. The frames are encoded,
+    then stream-copied with every time shifted that much earlier, and the muxer writes the edit list."""
+    whole = path.with_suffix(".whole.mp4")
+    _encode(whole, _frames(frames, 64, 96, seed=9), gop=gop)
     with av.open(str(whole)) as source, av.open(str(path), "w") as copy:
         stream = source.streams.video[0]
         target = copy.add_stream_from_template(stream)
@@ -116,8 +119,10 @@ def write_trimmed(path: Path, frames: int = 30, frames_off: int = 3) -> np.ndarr
             if packet.dts is not None:
                 packet.pts, packet.dts, packet.stream = packet.pts - shift, packet.dts - shift, target
                 copy.mux(packet)
+    with av.open(str(whole)) as source:
+        shown = np.stack([frame.to_ndarray(format="rgb24") for frame in source.decode(video=0)][frames_off:])
     whole.unlink()
-    return shown[frames_off:]
+    return shown
 
 
 def _cut(path: Path, fraction: float):

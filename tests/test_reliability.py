@@ -21,6 +21,7 @@ from pipelines.cli import main as cli
 from pipelines.errors import redact
 from pipelines.nightly import JobConfig, Output, VideoAssembly, _commit, run_job
 from pipelines.nightly import main as nightly_main
+from pipelines.stages import decode_chunk, plan_video
 from pipelines.storage import filesystem, join
 from pipelines.validate import validate
 from pipelines.video_io import AVReader, DecordReader, open_video, write_mp4
@@ -109,16 +110,34 @@ def test_a_file_cut_between_two_packets_is_refused_as_truncated(tmp_path):
     assert open_video(whole).info.frames == 12 and AVReader(whole).info.frames == 12
 
 
+def test_every_cut_of_a_video_fails_it_with_a_one_line_reason(tmp_path):
+    """Cut anywhere (here every 7th byte), a file fails the job's planning or one of its chunks."""
+    whole, cut = tmp_path / "whole.mp4", tmp_path / "cut.mp4"
+    write_faststart(whole)
+    data, ways = whole.read_bytes(), {}
+    for end in range(len(data) // 10, len(data), 7):
+        cut.write_bytes(data[:end])
+        rows = plan_video(dict(video_id="cut.mp4", uri=str(cut)), chunk_frames=8, overlap=2)
+        errors = [row["error"] or decode_chunk(row)["error"] for row in rows]
+        failed = [error for error in errors if error]
+        assert failed, f"cut at byte {end} of {len(data)}: every chunk decoded"
+        assert failed[0].startswith(f"{cut}: ") and "\n" not in failed[0] and ".cc:" not in failed[0], failed[0]
+        way = "planning" if rows[0]["error"] else "a chunk"
+        ways[way] = ways.get(way, 0) + 1
+    _figures("every-cut", cuts=sum(ways.values()), **ways)
+
+
 def test_a_trimmed_mp4_starts_where_its_edit_list_does(tmp_path):
-    """decord shows the frames of the first group of pictures shifted there (and negative times)."""
-    shown = write_trimmed(tmp_path / "trimmed.mp4", frames=30, frames_off=3)
+    """decord shows the frames of the first group of pictures shifted there (and negative times), so
+    PyAV reads it; any range read on its own (a seek, from the second group on) is the same frames."""
+    shown = write_trimmed(tmp_path / "trimmed.mp4", frames=60, frames_off=3, gop=10)
     reader = open_video(tmp_path / "trimmed.mp4")
-    frames, times = reader.read(0, 27)
-    assert reader.info.frames == 27 and times == pytest.approx([i / 10 for i in range(27)], abs=1e-3)
-    errors = np.abs(frames[:, None].astype(int) - shown[None]).mean(axis=(2, 3, 4))  # decoded x shown
-    assert list(errors.argmin(axis=1)) == list(range(27)), errors.argmin(axis=1)  # each frame is its own
-    later, later_times = reader.read(20, 27)
-    assert np.array_equal(later, frames[20:]) and later_times == times[20:]
+    frames, times = reader.read(0, 57)
+    assert reader.info.frames == 57 and times == pytest.approx([i / 10 for i in range(57)], abs=1e-3)
+    assert np.array_equal(frames, shown)  # the same packets, decoded the same
+    for start, stop in [(1, 5), (6, 9), (7, 20), (30, 31), (40, 57)]:
+        part, part_times = reader.read(start, stop)
+        assert np.array_equal(part, frames[start:stop]) and part_times == times[start:stop], (start, stop)
 
 
 def test_bad_input_matrix_through_the_job(local_ray, tiny_model, tmp_path):
