@@ -53,6 +53,8 @@ def _container(source):
     if isinstance(source, io.BytesIO):
         source.seek(0)
     with av.open(str(source) if isinstance(source, (str, Path)) else source) as container:
+        if container.format.name == "tty":  # FFmpeg renders .txt, .nfo, .asc ... files as frames of text
+            raise ValueError("a text file, not a video")
         if not container.streams.video:
             raise ValueError("no video stream (audio only, or not a video)")
         yield container

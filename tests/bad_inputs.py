@@ -40,6 +40,7 @@ MATRIX = [
     Input("truncated-faststart.mp4", "an MP4 cut at 70% (index at the front, frames cut)", reason="truncated"),
     Input("random-bytes.mp4", "20 kB of random bytes named .mp4", reason="not a video"),
     Input("audio-only.mp4", "an MP4 holding only an AAC track", reason="no video stream"),
+    Input("notes.txt", "a text file (FFmpeg would render it as frames of text)", reason="not a video"),
     Input("still.jpg", "a JPEG image", 1, 64, 96),
     Input("one-frame.mp4", "a video of one frame", 1, 64, 96),
     Input("tiny-16x16.mp4", "16x16 frames (decord cannot copy them out)", 3, 16, 16),
@@ -142,6 +143,8 @@ def _write(name: str, path: Path):
         path.write_bytes(np.random.default_rng(0).bytes(20_000))
     elif name == "audio-only.mp4":
         _audio_only(path)
+    elif name == "notes.txt":
+        path.write_text("".join(f"day {day}: segmented the night's recordings\n" for day in range(200)))
     elif name == "still.jpg":
         from PIL import Image
 
