@@ -39,12 +39,9 @@ def open_video(source):
     if (Path(source).stat().st_size if isinstance(source, (str, Path)) else source.getbuffer().nbytes) == 0:
         raise ValueError("empty file (0 bytes)")
     try:
-        reader = DecordReader(source)
+        return DecordReader(source)
     except Exception:  # decord raises its own DECORDError, RuntimeError and AssertionError
         return AVReader(source)  # the same FFmpeg underneath, and clearer errors
-    with _container(source) as container:
-        _check_complete(container.streams.video[0].frames, reader.packets)
-    return reader
 
 
 @contextmanager
@@ -78,12 +75,14 @@ class DecordReader:
         import decord
 
         self._reader = decord.VideoReader(str(source) if isinstance(source, (str, Path)) else source, ctx=decord.cpu(0))
-        self.packets = len(self._reader)
-        self._times = self._reader.get_frame_timestamp(list(range(self.packets)))[:, 0]
+        packets = len(self._reader)  # decord counts the packets it finds
+        with _container(source) as container:
+            _check_complete(container.streams.video[0].frames, packets)
+        self._times = self._reader.get_frame_timestamp(list(range(packets)))[:, 0]
         if self._times[0] < 0:  # decord's frames of the first group of pictures are then shifted
             raise ValueError("an edit list trims the start: decord misplaces the frames around it")
         height, width = self._reader.get_batch([0]).shape[1:3]  # decord opens some files it cannot copy out
-        self.info = VideoInfo(self.packets, float(self._reader.get_avg_fps()), height, width)
+        self.info = VideoInfo(packets, float(self._reader.get_avg_fps()), height, width)
 
     def read(self, start: int, stop: int) -> tuple[np.ndarray, list[float]]:
         """(frames, presentation times in seconds) of frames start..stop-1, as (T, H, W, 3) uint8 RGB."""

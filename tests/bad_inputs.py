@@ -72,10 +72,9 @@ def _encode(path: Path, frames, codec="libx264", pix_fmt="yuv420p", pts=None, ro
     with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as container:
         stream = container.add_stream(codec, rate=10)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
-        if codec == "libx265":
-            stream.options = {"x265-params": "log-level=error"}
+        stream.options = {"x265-params": "log-level=error"} if codec == "libx265" else {}
         if gop is not None:
-            stream.options = {"g": str(gop)}
+            stream.options = {**stream.options, "g": str(gop)}
         if rotation is not None:
             stream.set_display_rotation(rotation)  # the display matrix, as phone cameras write it
         if pts is not None:
