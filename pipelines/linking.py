@@ -16,34 +16,29 @@ MIN_LINK_IOU = 0.3
 
 
 class IdLinker:
-    """Assigns global ids to the frames of one video's chunks, fed in chunk order."""
+    """Assigns global ids to one video's chunks from their boundary summaries, fed in frame order.
+
+    A summary (pipelines.stages.ChunkWriter) holds a chunk's lineage, its local ids in order of first
+    appearance, its warm-up frames (`head`) and its last frames (`tail`), each frame as
+    [frame index, local ids, RLE counts]. Only the previous chunk's tail is kept."""
 
     def __init__(self, height: int, width: int):
         self.size = [height, width]
         self.next_id = 1
         self.maps: dict[str, dict[int, int]] = {}  # lineage -> local id -> global id
-        self.assigned: dict[int, list[tuple[int, bytes]]] = {}  # frame -> [(global id, rle counts)]
+        self.assigned: dict[int, list[tuple[int, bytes]]] = {}  # previous chunk's tail: frame -> [(global id, rle)]
 
-    def link_chunk(self, rows: list[dict]) -> list[list[int]]:
-        """Global ids for each non-warm row's instances (rows sorted by frame index)."""
-        lineage = rows[0]["lineage"]
+    def link(self, lineage: str, ids: list[int], head: list, tail: list) -> dict[int, int]:
+        """local id -> global id for every id of a chunk."""
         mapping = self.maps.setdefault(lineage, {})
-        warm = [row for row in rows if row["warm"]]
-        if warm and not mapping:
-            mapping.update(self._match(warm))
-        output = []
-        for row in rows:
-            if row["warm"]:
-                continue
-            ids = []
-            for local in row["instance_ids"]:
-                if local not in mapping:
-                    mapping[local] = self.next_id
-                    self.next_id += 1
-                ids.append(mapping[local])
-            self.assigned[row["frame_index"]] = list(zip(ids, row["rles"]))
-            output.append(ids)
-        return output
+        if head and not mapping:
+            mapping.update(self._match([dict(frame_index=f, instance_ids=i, rles=r) for f, i, r in head]))
+        for local in ids:
+            if local not in mapping:
+                mapping[local] = self.next_id
+                self.next_id += 1
+        self.assigned = {frame: [(mapping[i], c) for i, c in zip(locals_, rles)] for frame, locals_, rles in tail}
+        return {local: mapping[local] for local in ids}
 
     def _match(self, warm_rows: list[dict]) -> dict[int, int]:
         """local id -> global id for instances that overlap enough on the warm-up frames."""

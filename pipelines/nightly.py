@@ -3,12 +3,14 @@
     python -m pipelines.nightly --input s3://bucket/videos/ --output s3://bucket/masks-run/
     ray job submit --working-dir . -- python -m pipelines.nightly --input ... --output ...
 
-The driver plans (probes each video and splits it into ordered, overlapping chunks, in threads);
-Ray Data streams the chunks through three stages: decode (decord through fsspec; CPU tasks),
-segment (an actor pool holding the model and a cluster memory per video; GPUs when asked for) and
-encode (COCO RLE; CPU tasks). The driver links instance ids across each video's chunks and commits each video on its own:
-frames table, masks table (one object each, written whole), then a commit record. A rerun skips
-videos committed with the same model and settings. Output layout and schema: docs/output.md.
+Ray Data streams the videos through four stages (pipelines/stages.py): probe (header and index
+only; CPU tasks), decode (the byte ranges of each segment, from a key frame; CPU tasks), segment
+(an actor pool holding the model and a cluster memory per video; GPUs when asked for) and write
+(COCO RLE, each chunk's Parquet parts under the output prefix; CPU tasks). The driver sees only a
+small row per written chunk: it links instance ids across each video's chunks from their boundary
+summaries and, once a video's chunks are all written, submits a task that commits it
+(pipelines/commit.py): frames table, masks table (each appearing whole), then a commit record. A
+rerun skips videos committed with the same model and settings. Output layout: docs/output.md.
 """
 
 from __future__ import annotations
@@ -20,10 +22,8 @@ import logging
 import sys
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import partial
 from importlib.metadata import version
 
 import pyarrow as pa
@@ -32,13 +32,13 @@ from tqdm import tqdm
 
 from tca_core.model import EMBEDDED_MODEL, tuned_acceleration
 
+from .commit import CommitPlan, commit_video
 from .errors import one_line, redact
 from .linking import IdLinker
-from .output import FRAMES_SCHEMA, MASKS_SCHEMA, frame_row, mask_row
-from .stages import SegmentActor, decode_chunk, encode_masks, plan_video
+from .stages import Chunking, SegmentActor, decode_segment, probe_video, video_row, write_chunk
 from .storage import VideoRef, filesystem, join, list_videos, read_manifest, write_atomic
 
-PROBE_THREADS = 16  # videos probed at once while planning (object-store latency, not CPU)
+MAX_VIDEO_BLOCKS = 1000  # the video list's blocks: probes run in parallel over at most this many
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -88,6 +88,7 @@ class JobConfig:
     force: bool = False
     ray_address: str | None = None
     kill_actor_once: str | None = None  # fault injection, "N:MARKER" (stages.SegmentActor); off by default
+    verbose: bool = False  # Ray's own log lines and per-operator progress bars
 
     def settings(self) -> dict:
         """Everything that changes the output of a video (its resume signature covers these)."""
@@ -124,6 +125,12 @@ class Output:
     def path(self, *parts: str) -> str:
         return join(self.root, *parts)
 
+    def committed_ids(self) -> set[str]:
+        """The ids of the videos with a commit record (one listing)."""
+        root = self.path("_commits")
+        found = self.fs.find(root) if self.fs.exists(root) else []
+        return {path[len(root) + 1 : -len(".json")] for path in found if path.endswith(".json")}
+
     def committed(self, video_id: str) -> dict | None:
         path = self.path("_commits", f"{video_id}.json")
         return json.loads(self.fs.cat_file(path)) if self.fs.exists(path) else None
@@ -137,80 +144,117 @@ class Output:
         write_atomic(self.fs, self.path("_commits", f"{video_id}.json"), json.dumps(record).encode())
 
 
-class VideoAssembly:
-    """The rows of one video gathered from the stream until every chunk has all its frames.
-
-    Idempotent: a chunk may arrive more than once (a retried task, a restarted actor). Rows are kept
-    per attempt at a chunk (an attempt is one tracker lineage, so its instance ids agree) and per
-    frame, so a repeated row replaces itself; the first attempt holding every frame of its chunk is
-    the one used.
-    """
+class VideoLedger:
+    """The driver's account of one video in flight: which chunks are written (the first written
+    attempt of each counts; a retried one is ignored), ids linked in frame order as the chunks
+    line up, and the parts to commit. It holds no masks: paths, id maps and one boundary."""
 
     def __init__(self, row: dict):
         self.video_id, self.uri = row["video_id"], row["uri"]
-        self.num_chunks, self.frames_total, self.fps = (
-            int(row["num_chunks"]),
-            int(row["frames_total"]),
-            float(row["fps"]),
-        )
-        self.height, self.width = int(row["height"]), int(row["width"])
-        self.attempts: dict[tuple[int, str], dict[int, dict]] = {}  # (chunk, lineage) -> frame -> row
-        self.chunks: dict[int, dict[int, dict]] = {}  # chunk -> the rows of its first complete attempt
-        self.error = ""
+        self.fps, self.height, self.width = float(row["fps"]), int(row["height"]), int(row["width"])
+        self.frames_total = int(row["frames_total"])  # stages.UNKNOWN until the last chunk for unindexed files
+        self.estimated = int(row["estimated_frames"]) or self.frames_total
+        self.waiting: dict[int, dict] = {}  # written chunks ahead of the next frame to link
+        self.parts: list[dict] = []
+        self.linker = IdLinker(self.height, self.width)
+        self.next_frame, self.error, self.ended = 0, "", False
+        self.timings = dict(decode=0.0, inference=0.0)
         self.started = time.perf_counter()
 
     def add(self, row: dict) -> bool:
-        """Add a row; True when the video is complete (or failed)."""
+        """Take a written chunk (or a failure); True once the video is complete or failed."""
         if row["error"]:
             self.error = self.error or str(row["error"])
             return True
-        chunk = int(row["chunk_index"])
-        if chunk not in self.chunks:
-            rows = self.attempts.setdefault((chunk, row["lineage"]), {})
-            rows[int(row["frame_index"])] = row
-            if all(f in rows and not rows[f]["warm"] for f in range(int(row["start"]), int(row["stop"]))):
-                self.chunks[chunk] = rows
-                self.attempts = {key: value for key, value in self.attempts.items() if key[0] != chunk}
-        return len(self.chunks) == self.num_chunks
+        start = int(row["start"])
+        if start < self.next_frame or start in self.waiting:
+            return False  # a retried chunk, written again: the first attempt counts
+        self.waiting[start] = row
+        while self.next_frame in self.waiting:
+            self._link(self.waiting.pop(self.next_frame))
+        return self.ended
 
-    def tables(self, labels: dict[int, str]) -> tuple[list[dict], list[dict]]:
-        """(mask rows, frame rows) with instance ids linked across chunks."""
-        linker = IdLinker(self.height, self.width)
-        masks, frames = [], []
-        for index in range(self.num_chunks):
-            rows = sorted(self.chunks[index].values(), key=lambda r: r["frame_index"])
-            ids_per_frame = iter(linker.link_chunk(rows))
-            for row in rows:
-                if row["warm"]:
-                    continue
-                ids, frame, timestamp = next(ids_per_frame), int(row["frame_index"]), float(row["timestamp"])
-                fields = (self.video_id, self.uri, frame, timestamp, self.height, self.width)
-                rows_here = [
-                    mask_row(*fields, counts, global_id, int(category), str(name), float(score))
-                    for counts, global_id, category, name, score in zip(
-                        row["rles"], ids, row["category_ids"], row["category_names"], row["scores"]
-                    )
-                ]
-                rows_here += [
-                    mask_row(*fields, counts, None, int(c), labels.get(int(c), str(c)), None)
-                    for c, counts in zip(row["semantic_ids"], row["semantic_rles"])
-                ]
-                masks += rows_here
-                frames.append(
-                    frame_row(
-                        self.video_id,
-                        self.uri,
-                        frame,
-                        timestamp,
-                        len(rows_here),
-                        row["tca_reset"],
-                        row["tca_reassigned"],
-                    )
-                )
-        return masks, frames
+    def _link(self, row: dict):
+        boundary = json.loads(row["boundary"])
+        ids = self.linker.link(row["lineage"], boundary["ids"], boundary["head"], boundary["tail"])
+        self.parts.append(dict(json.loads(row["parts"]), ids=ids))
+        self.timings["decode"] += float(row["decode_seconds"])
+        self.timings["inference"] += float(row["inference_seconds"])
+        self.next_frame = int(row["stop"])
+        if row["last"]:
+            self.frames_total, self.ended = int(row["frames_total"]), True
 
-    def seconds(self, key: str) -> float:
-        return float(sum(r.get(key, 0.0) or 0.0 for rows in self.chunks.values() for r in rows.values()))
+    def plan(self, record: dict) -> CommitPlan:
+        record = dict(
+            record,
+            video_id=self.video_id,
+            uri=self.uri,
+            frames=self.frames_total,
+            fps=self.fps,
+            height=self.height,
+            width=self.width,
+        )
+        return CommitPlan(self.video_id, self.uri, self.parts, record)
+
+
+@dataclass
+class RunState:
+    """What the driver keeps for the whole run: per video in flight, its ledger; the manifest rows;
+    the commit tasks under way; the totals the summary reports."""
+
+    run_id: str
+    config: JobConfig
+    signature: str
+    manifest: list[dict] = field(default_factory=list)
+    ledgers: dict[str, VideoLedger | None] = field(default_factory=dict)  # None: done
+    commits: dict = field(default_factory=dict)  # Ray object ref -> ledger
+    frames_done: int = 0
+    frames_seen: int = 0
+    reassigned: list[float] = field(default_factory=lambda: [0.0, 0])  # sum, frames
+    token_ratio: list[float] = field(default_factory=lambda: [0.0, 0])
+    first_output: float = 0.0
+
+    def record(self, ledger: VideoLedger, status: str, frames: int, reason: str):
+        wall = time.perf_counter() - ledger.started
+        self.manifest.append(
+            _manifest_row(
+                self.run_id,
+                self.config,
+                ledger.video_id,
+                ledger.uri,
+                status,
+                frames,
+                ledger.fps,
+                reason,
+                wall,
+                ledger.timings["decode"],
+                ledger.timings["inference"],
+            )
+        )
+        self.frames_done += frames
+
+
+class Console:
+    """One progress bar: frames done of the total known so far (known as probes finish), an ETA,
+    frames/s, videos ok and failed."""
+
+    def __init__(self, enabled: bool, videos: int):
+        self.bar = tqdm(total=0, unit="frame", desc="segmenting", disable=not enabled, dynamic_ncols=True)
+        self.videos, self.ok, self.failed = videos, 0, 0
+
+    def grow(self, frames: int):
+        self.bar.total += frames
+        self.bar.refresh()
+
+    def advance(self, frames: int):
+        self.bar.update(frames)
+
+    def video_done(self, ok: bool):
+        self.ok, self.failed = self.ok + ok, self.failed + (not ok)
+        self.bar.set_postfix_str(f"videos {self.ok} ok, {self.failed} failed of {self.videos}")
+
+    def close(self):
+        self.bar.close()
 
 
 def _code_version() -> str:
@@ -224,175 +268,226 @@ def run_job(config: JobConfig, progress: bool = True) -> dict:
     """Run the job; returns the summary (also written next to the run manifest)."""
     import ray
 
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    state = RunState(_new_run_id(), config, config.signature())
     output = Output(config.output, config.endpoint_url)
-    refs = videos_to_process(config)
-    signature, settings = config.signature(), config.settings()
-    manifest, todo = [], []
-    for ref in refs:
-        record = None if config.force else output.committed(ref.video_id)
-        if record and record.get("signature") == signature:
-            manifest.append(
-                _manifest_row(run_id, config, ref.video_id, ref.uri, "skipped", record["frames"], record["fps"], "")
-            )
-        else:
-            todo.append(ref)
-
+    todo = _videos_to_do(config, output, state)
     begin = time.perf_counter()
-    frames_done, reassigned, token_ratios, first_output = 0, [], [], 0.0
     started_ray = bool(todo) and not ray.is_initialized()
     if started_ray:
-        ray.init(address=config.ray_address, log_to_driver=False)
+        ray.init(address=config.ray_address, log_to_driver=config.verbose, logging_level=_ray_log_level(config))
     try:
         if todo:
-            if progress:  # our own bar counts frames; Ray Data's per-operator log lines would drown it
-                logging.getLogger("ray.data").setLevel(logging.WARNING)
-            labels = _labels(config.model)
-            # Planning (probing every video: I/O, in threads of the driver) comes first, so that the
-            # streaming dataset can hold one block per chunk: each chunk is then decoded, segmented and
-            # handed back on its own instead of waiting for the other chunks of a shared block.
-            plan = partial(
-                plan_video, chunk_frames=config.chunk_frames, overlap=config.overlap, endpoint_url=config.endpoint_url
-            )
-            with ThreadPoolExecutor(PROBE_THREADS) as pool:
-                chunks = [
-                    c
-                    for planned in pool.map(plan, [{"video_id": r.video_id, "uri": r.uri} for r in todo])
-                    for c in planned
-                ]
-            dataset = (
-                ray.data.from_items(chunks, override_num_blocks=len(chunks))
-                # Decoding is mostly I/O and single-threaded: half a CPU per task. The distinct resource
-                # request also keeps Ray Data from fusing decoding into the inference actor.
-                .map(decode_chunk, fn_kwargs=dict(endpoint_url=config.endpoint_url), num_cpus=0.5)
-                .map_batches(
-                    SegmentActor,
-                    fn_constructor_kwargs=dict(
-                        model=config.model,
-                        acceleration=settings["acceleration"],
-                        task=config.task,
-                        clip_frames=config.clip_frames,
-                        score_threshold=config.score_threshold,
-                        short_side=config.short_side,
-                        torch_threads=config.torch_threads,
-                        kill_once=config.kill_actor_once,
-                    ),
-                    batch_size=1,
-                    batch_format="numpy",
-                    compute=ray.data.ActorPoolStrategy(size=config.actors),
-                    num_cpus=config.cpus_per_actor,
-                    num_gpus=config.gpus_per_actor,
-                    # Ray restarts a dead actor and retries its batches; Ray Data's defaults retry forever,
-                    # which would loop on a batch that kills its actor every time. Ray 2.60 takes these only
-                    # as ray_remote_args, and warns that those are deprecated (removed in 2.64).
-                    max_restarts=config.max_actor_restarts,
-                    max_task_retries=config.max_task_retries,
-                )
-                # Light work too: half a CPU, so it interleaves with decoding instead of waiting for a whole
-                # free CPU (which, on a 2-CPU machine, would hold every output back until decoding ends).
-                .map(encode_masks, num_cpus=0.5)
-            )
-            assemblies: dict[str, VideoAssembly | None] = {}
-            bar = tqdm(total=None, unit="frame", desc="segmenting", disable=not progress)
-            unfinished = "not every frame came out of the job's stream"
-            try:
-                for row in dataset.iter_rows():
-                    first_output = first_output or time.perf_counter() - begin
-                    video_id = row["video_id"]
-                    if video_id not in assemblies:
-                        assemblies[video_id] = VideoAssembly(row)
-                    assembly = assemblies[video_id]
-                    if assembly is None:
-                        continue  # already committed or failed
-                    if not row["error"] and not row["warm"]:
-                        bar.update(1)
-                        if row["tca_reassigned"] is not None and row["tca_reset"] is None:
-                            reassigned.append(float(row["tca_reassigned"]))
-                        token_ratios.append(float(row["token_ratio"]))
-                    if assembly.add(row):
-                        frames_done += _finish(output, assembly, labels, config, run_id, signature, manifest)
-                        assemblies[video_id] = None
-            except Exception as error:  # e.g. an actor that kept dying: report what is unfinished, keep the rest
-                unfinished = f"the job's stream stopped before this video was done: {one_line(error)}"
-            bar.close()
-            for ref in todo:
-                if assemblies.get(ref.video_id, False) is not None:  # never seen, or not complete
-                    reason = f"{ref.uri}: {unfinished}"
-                    manifest.append(_manifest_row(run_id, config, ref.video_id, ref.uri, "failed", 0, 0.0, reason))
+            _quiet(config)
+            console = Console(progress, len(todo))
+            unfinished = _stream(_dataset(config, todo), output, state, console, begin)
+            _wait_for_commits(state, console)
+            console.close()
+            _report_unfinished(todo, state, unfinished)
     finally:
         if started_ray:  # leave the process as it was (the demo and the tests run jobs in-process)
             ray.shutdown()
-    seconds = time.perf_counter() - begin
-    output.write_table(manifest, MANIFEST_SCHEMA, "manifests", f"{run_id}.parquet")
-    statuses = [row["status"] for row in manifest]
+    return _write_summary(output, state, time.perf_counter() - begin)
+
+
+def _new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def _videos_to_do(config: JobConfig, output: Output, state: RunState) -> list[VideoRef]:
+    """The videos to process; those committed with the same signature are recorded as skipped.
+    The commit records are listed once (one listing, not one request per video)."""
+    committed = set() if config.force else output.committed_ids()
+    todo = []
+    for ref in videos_to_process(config):
+        record = output.committed(ref.video_id) if ref.video_id in committed else None
+        if record and record.get("signature") == state.signature:
+            state.manifest.append(
+                _manifest_row(
+                    state.run_id, config, ref.video_id, ref.uri, "skipped", record["frames"], record["fps"], ""
+                )
+            )
+        else:
+            todo.append(ref)
+    return todo
+
+
+def _quiet(config: JobConfig):
+    """Ray Data's per-operator progress bars and log lines off, unless --verbose."""
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = config.verbose
+    context.print_on_execution_start = config.verbose
+    if not config.verbose:
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        logging.getLogger("ray").setLevel(logging.ERROR)
+
+
+def _ray_log_level(config: JobConfig) -> int:
+    return logging.INFO if config.verbose else logging.ERROR
+
+
+def _dataset(config: JobConfig, todo: list[VideoRef]):
+    """The stream: videos -> segments -> chunks -> segmented chunks -> written chunks (small rows)."""
+    import ray
+
+    settings = config.settings()
+    chunking = Chunking(config.chunk_frames, config.overlap)
+    videos = [video_row(ref.video_id, ref.uri) for ref in todo]
+    return (
+        ray.data.from_items(videos, override_num_blocks=min(len(videos), MAX_VIDEO_BLOCKS))
+        # Probing reads a header and an index: I/O, a quarter of a CPU.
+        .flat_map(
+            probe_video,
+            fn_kwargs=dict(chunking=chunking, endpoint_url=config.endpoint_url),
+            num_cpus=0.25,
+        )
+        # Decoding is single-threaded: half a CPU per task. The distinct resource request also keeps
+        # Ray Data from fusing decoding into the inference actor.
+        .flat_map(
+            decode_segment,
+            fn_kwargs=dict(chunking=chunking, endpoint_url=config.endpoint_url),
+            num_cpus=0.5,
+        )
+        .map_batches(
+            SegmentActor,
+            fn_constructor_kwargs=dict(
+                model=config.model,
+                settings=settings,
+                torch_threads=_torch_threads(config),
+                kill_once=config.kill_actor_once,
+            ),
+            batch_size=1,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=config.actors),
+            num_cpus=config.cpus_per_actor,
+            num_gpus=config.gpus_per_actor,
+            # Ray restarts a dead actor and retries its batches; Ray Data's defaults retry forever, which
+            # would loop on a batch that kills its actor every time. Ray 2.60 takes these only as
+            # ray_remote_args.
+            max_restarts=config.max_actor_restarts,
+            max_task_retries=config.max_task_retries,
+        )
+        # RLE encoding and writing the parts: light, a quarter of a CPU, so it interleaves with decoding.
+        .map(
+            write_chunk,
+            fn_kwargs=dict(
+                output=config.output,
+                labels=_labels(config.model),
+                overlap=config.overlap,
+                endpoint_url=config.endpoint_url,
+            ),
+            num_cpus=0.25,
+        )
+    )
+
+
+def _torch_threads(config: JobConfig) -> int | None:
+    """CPU inference threads per actor: as given; on a cluster without GPUs, the CPUs the other stages
+    leave idle, shared among the actors; else Ray's default (the declared CPUs)."""
+    import ray
+
+    if config.torch_threads or config.gpus_per_actor:
+        return config.torch_threads
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    return max(1, (cpus - 1) // max(config.actors, 1)) if not ray.cluster_resources().get("GPU") else None
+
+
+def _stream(dataset, output: Output, state: RunState, console: Console, begin: float) -> str:
+    """Consume the written-chunk rows: account for each, commit the videos that complete. Returns why
+    the videos left unfinished are (the stream ended early, or the job's stream stopped)."""
+    try:
+        for row in dataset.iter_rows():
+            state.first_output = state.first_output or time.perf_counter() - begin
+            _take(row, output, state, console)
+            _collect_commits(state, console, timeout=0)
+    except Exception as error:  # e.g. an actor that kept dying: report what is unfinished, keep the rest
+        return f"the job's stream stopped before this video was done: {one_line(error)}"
+    return "not every frame came out of the job's stream"
+
+
+def _take(row: dict, output: Output, state: RunState, console: Console):
+    """One written chunk into its video's ledger; a complete video's commit task is submitted."""
+    import ray
+
+    video_id = row["video_id"]
+    if video_id not in state.ledgers:
+        state.ledgers[video_id] = VideoLedger(row)
+        console.grow(state.ledgers[video_id].estimated if not row["error"] else 0)
+    ledger = state.ledgers[video_id]
+    if ledger is None:
+        return  # already committed or failed
+    console.advance(int(row["frames_written"]))
+    if row["reassigned"] is not None:
+        state.reassigned[0] += float(row["reassigned"])
+        state.reassigned[1] += int(row["reassigned_frames"])
+    state.token_ratio[0] += float(row["token_ratio_sum"])
+    state.token_ratio[1] += int(row["frames_written"])
+    if not ledger.add(row):
+        return
+    state.ledgers[video_id] = None
+    if ledger.error:
+        state.record(ledger, "failed", 0, ledger.error)
+        console.video_done(False)
+        return
+    record = dict(
+        signature=state.signature, model=state.config.model, settings=state.config.settings(), run_id=state.run_id
+    )
+    task = ray.remote(num_cpus=0.25, max_retries=state.config.max_task_retries)(commit_video)
+    state.commits[task.remote(state.config.output, state.config.endpoint_url, ledger.plan(record))] = ledger
+
+
+def _collect_commits(state: RunState, console: Console, timeout: float | None):
+    """Record the commit tasks that finished (all of them, waiting, when timeout is None)."""
+    import ray
+
+    while state.commits:
+        done, _ = ray.wait(list(state.commits), num_returns=1, timeout=timeout)
+        if not done:
+            return
+        ledger = state.commits.pop(done[0])
+        try:
+            frames, _, reason = ray.get(done[0])
+        except Exception as error:  # the task itself failed (its node lost past the retries)
+            frames, reason = 0, f"{ledger.uri}: not committed: {one_line(error)}"
+        state.record(ledger, "failed" if reason else "ok", frames, reason)
+        console.video_done(not reason)
+
+
+def _wait_for_commits(state: RunState, console: Console):
+    _collect_commits(state, console, timeout=None)
+
+
+def _report_unfinished(todo: list[VideoRef], state: RunState, unfinished: str):
+    for ref in todo:
+        if state.ledgers.get(ref.video_id, False) is not None:  # never seen, or not complete
+            reason = f"{ref.uri}: {unfinished}"
+            state.manifest.append(
+                _manifest_row(state.run_id, state.config, ref.video_id, ref.uri, "failed", 0, 0.0, reason)
+            )
+
+
+def _write_summary(output: Output, state: RunState, seconds: float) -> dict:
+    output.write_table(state.manifest, MANIFEST_SCHEMA, "manifests", f"{state.run_id}.parquet")
+    statuses = [row["status"] for row in state.manifest]
     summary = dict(
-        run_id=run_id,
-        output=config.output,
+        run_id=state.run_id,
+        output=state.config.output,
         videos_ok=statuses.count("ok"),
         videos_failed=statuses.count("failed"),
         videos_skipped=statuses.count("skipped"),
-        frames=frames_done,
+        frames=state.frames_done,
         seconds=seconds,
-        frames_per_second=frames_done / seconds if frames_done else 0.0,
-        first_output_seconds=first_output,  # start-up: Ray, planning, loading the model
-        token_ratio=sum(token_ratios) / len(token_ratios) if token_ratios else 1.0,
-        tca_reassigned=sum(reassigned) / len(reassigned) if reassigned else None,
-        failures={row["video_id"]: row["error"] for row in manifest if row["status"] == "failed"},
+        frames_per_second=state.frames_done / seconds if state.frames_done else 0.0,
+        first_output_seconds=state.first_output,  # start-up: Ray, probing, loading the model, the first chunk
+        token_ratio=state.token_ratio[0] / state.token_ratio[1] if state.token_ratio[1] else 1.0,
+        tca_reassigned=state.reassigned[0] / state.reassigned[1] if state.reassigned[1] else None,
+        failures={row["video_id"]: row["error"] for row in state.manifest if row["status"] == "failed"},
     )
-    write_atomic(output.fs, output.path("manifests", f"{run_id}.summary.json"), json.dumps(summary, indent=2).encode())
+    write_atomic(
+        output.fs, output.path("manifests", f"{state.run_id}.summary.json"), json.dumps(summary, indent=2).encode()
+    )
     return summary
-
-
-def _finish(output: Output, assembly: VideoAssembly, labels, config, run_id, signature, manifest) -> int:
-    """Commit a complete video or record its failure in the manifest; the frames committed."""
-    wall = time.perf_counter() - assembly.started
-    timings = (wall, assembly.seconds("decode_seconds"), assembly.seconds("inference_seconds"))
-    frames, reason = (
-        (0, assembly.error) if assembly.error else _commit(output, assembly, labels, config, run_id, signature)
-    )
-    status = "failed" if reason else "ok"
-    manifest.append(
-        _manifest_row(run_id, config, assembly.video_id, assembly.uri, status, frames, assembly.fps, reason, *timings)
-    )
-    return frames
-
-
-def _commit(output: Output, assembly: VideoAssembly, labels, config, run_id, signature) -> tuple[int, str]:
-    """Write frames, masks, then the commit record: (frames, "") or (0, why the video is not committed).
-
-    Only a video with every frame exactly once is written. A storage error (after the storage
-    client's retries) leaves the video without a commit record, so not committed: a rerun redoes it.
-    """
-    video_id, uri = assembly.video_id, assembly.uri
-    try:
-        masks, frames = assembly.tables(labels)
-        indices = [row["frame_index"] for row in frames]
-        if indices != list(range(assembly.frames_total)):
-            missing = len(set(range(assembly.frames_total)) - set(indices))
-            duplicated = len(indices) - len(set(indices))
-            return (
-                0,
-                f"{uri}: not committed: {missing} of {assembly.frames_total} frames missing, {duplicated} duplicated",
-            )
-        output.write_table(frames, FRAMES_SCHEMA, "frames", f"{video_id}.parquet")
-        output.write_table(masks, MASKS_SCHEMA, "masks", f"{video_id}.parquet")
-        record = dict(
-            video_id=video_id,
-            uri=uri,
-            frames=len(frames),
-            fps=assembly.fps,
-            height=assembly.height,
-            width=assembly.width,
-            masks=len(masks),
-            signature=signature,
-            model=config.model,
-            settings=config.settings(),
-            run_id=run_id,
-        )
-        output.commit(video_id, record)
-    except Exception as error:  # storage (or any other) error: this video fails, the others go on
-        return 0, f"{uri}: not committed: {type(error).__name__}: {one_line(error)}"
-    return len(frames), ""
 
 
 def _manifest_row(
@@ -450,6 +545,7 @@ def parse_args(argv=None) -> JobConfig:
     )
     parser.add_argument("--gpus-per-actor", type=float, default=defaults.gpus_per_actor, help="fractions allowed")
     parser.add_argument("--force", action="store_true", help="recompute videos already committed")
+    parser.add_argument("--verbose", action="store_true", help="show Ray's own log lines and progress bars")
     parser.add_argument(
         "--kill-actor-once",
         metavar="N:MARKER",

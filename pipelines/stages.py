@@ -1,17 +1,28 @@
-"""The nightly job's Ray Data stages: plan (probe and split), decode, segment (actor), encode.
+"""The nightly job's Ray Data stages: probe, decode, segment (actor), write.
 
-Every stage turns a failure into an `error` on the row instead of raising, so one bad video never
-stops the job; the driver reports it in the manifest.
+    probe_video   one video -> its segments     (reads the header and index only)
+    decode_segment a segment -> its chunks      (reads the segment's byte ranges, decodes its frames)
+    SegmentActor  a chunk -> its frames' results (the model and a cluster memory per video)
+    ChunkWriter   results -> Parquet parts under the output prefix, and a small `written` row
+
+A segment is a decode unit: it starts at a key frame, so segments decode independently, and no
+frame is decoded twice except each segment's `overlap` warm-up frames. A chunk is an inference unit
+of at most `chunk_frames` frames with `overlap` warm-up frames before it. A video without an index
+is one segment, decoded in one streaming pass. Every stage turns a failure into an `error` on its
+row instead of raising, so one bad video never stops the job; the driver reports it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError
 
 from tca_core import rle
@@ -19,119 +30,282 @@ from tca_core.config import AccelerationConfig
 from tca_core.segmenter import Clip, VideoSegmenter
 
 from .errors import one_line
-from .storage import filesystem
-from .video_io import decoder_message, open_video
+from .output import FRAMES_SCHEMA, MASKS_SCHEMA, frame_row, mask_row
+from .storage import filesystem, join, write_atomic
+from .video_io import ByteSource, PacketTable, StreamParams, decode_frames, decode_start, decoder_message, probe
+from .video_io import stream_frames as _stream_frames
+
+UNKNOWN = -1  # frames_total of a video without an index, until its last chunk
 
 
-def _open(uri: str, endpoint_url: str | None):
-    """A video reader on the file, read through fsspec (s3fs retries transient storage errors)."""
+@dataclass(frozen=True)
+class Chunking:
+    """How videos are cut: chunks of at most `chunk_frames` frames, each after `overlap` warm-up frames."""
+
+    chunk_frames: int = 64
+    overlap: int = 4
+
+
+# --- rows that cross stage boundaries ---------------------------------------------------------
+
+
+def video_row(video_id: str, uri: str) -> dict:
+    """Into probe_video: a video to process."""
+    return dict(video_id=video_id, uri=uri)
+
+
+def segment_row(video: dict, error: str = "", **fields) -> dict:
+    """probe_video -> decode_segment: frames [first, stop) of a video to decode, [start, stop) its own
+    (first..start-1 warm up its first chunk); `table` the packets to decode (JSON; empty: stream
+    the whole file), `frame_pts` the presentation times of frames first..stop-1."""
+    row = dict(
+        video_id=video["video_id"],
+        uri=video["uri"],
+        first=0,
+        start=0,
+        stop=UNKNOWN,
+        frames_total=UNKNOWN,
+        estimated_frames=0,
+        fps=0.0,
+        height=0,
+        width=0,
+        params="",
+        table="",
+        error=error,
+    )
+    row.update(fields)
+    return row
+
+
+def chunk_row(segment: dict, warm_start: int, start: int, stop: int, frames: np.ndarray, times: list[float]) -> dict:
+    """decode_segment -> SegmentActor: frames warm_start..stop-1 (uint8 THWC), start..stop-1 its own."""
+    keys = ("video_id", "uri", "frames_total", "estimated_frames", "fps", "height", "width", "error")
+    return dict(
+        {key: segment[key] for key in keys},
+        warm_start=warm_start,
+        start=start,
+        stop=stop,
+        last=False,
+        frames=frames,
+        times=times,
+        decode_seconds=0.0,
+    )
+
+
+# --- probe --------------------------------------------------------------------------------------
+
+
+def _source(uri: str, endpoint_url: str | None) -> ByteSource:
     fs, path = filesystem(uri, endpoint_url)
     try:
-        with fs.open(path, "rb") as handle:
-            return open_video(handle)
-    except ValueError as error:
-        raise ValueError(f"cannot decode: {error}") from error
+        return ByteSource(path, fs)
     except (OSError, BotoCoreError) as error:  # s3fs raises OSError, or botocore's own on HTTP client faults
         raise ValueError(f"cannot read: {one_line(error)}") from error
 
 
-def plan_video(row: dict, chunk_frames: int, overlap: int, endpoint_url=None) -> list[dict]:
-    """Probe a video and split it into ordered chunks, each warmed up by `overlap` earlier frames."""
-    base = dict(video_id=row["video_id"], uri=row["uri"])
-    try:
-        info = _open(row["uri"], endpoint_url).info
-    except Exception as error:  # any failure is this video's, reported and not raised
-        reason = error if isinstance(error, ValueError) else decoder_message(error)
-        return [
-            dict(
-                base,
-                chunk_index=-1,
-                num_chunks=0,
-                start=0,
-                stop=0,
-                warm_start=0,
-                frames_total=0,
-                fps=0.0,
-                height=0,
-                width=0,
-                error=f"{row['uri']}: {reason}",
-            )
-        ]
-    starts = list(range(0, info.frames, chunk_frames))
-    return [
-        dict(
-            base,
-            chunk_index=index,
-            num_chunks=len(starts),
-            start=start,
-            stop=min(start + chunk_frames, info.frames),
-            warm_start=max(0, start - overlap),
-            frames_total=info.frames,
+def _failure(error: Exception) -> str:
+    if isinstance(error, ValueError):
+        return str(error)
+    if isinstance(error, (OSError, BotoCoreError)):
+        return f"cannot read: {one_line(error)}"
+    return decoder_message(error)
+
+
+class VideoProber:
+    """Probes a video (header and index only) and plans its segments around its key frames."""
+
+    def __init__(self, chunking: Chunking, endpoint_url: str | None = None):
+        self.chunking, self.endpoint_url = chunking, endpoint_url
+
+    def __call__(self, video: dict) -> list[dict]:
+        try:
+            found = probe(_source(video["uri"], self.endpoint_url))
+        except Exception as error:  # any failure is this video's, reported and not raised
+            return [segment_row(video, error=f"{video['uri']}: cannot decode: {_failure(error)}")]
+        info = found.info
+        common = dict(
             fps=info.fps,
             height=info.height,
             width=info.width,
-            error="",
+            estimated_frames=info.estimated_frames,
+            params=json.dumps(_params_dict(found.params)),
         )
-        for index, start in enumerate(starts)
-    ]
+        if found.table is None:
+            return [segment_row(video, **common)]
+        common["frames_total"] = info.frames
+        rows = []
+        for first, start, stop in plan_segments(found.table, info.frames, self.chunking):
+            begin = decode_start(found.table, first)
+            end = int(found.table.frame_packets()[first:stop].max()) + 1
+            table = found.table.slice(begin, end)
+            wanted = found.table.frame_pts[first:stop].tolist()
+            rows.append(
+                segment_row(
+                    video,
+                    first=first,
+                    start=start,
+                    stop=stop,
+                    table=json.dumps(table.to_dict() | {"wanted": wanted}),
+                    **common,
+                )
+            )
+        return rows
 
 
-def decode_chunk(row: dict, endpoint_url=None) -> dict:
-    """Add `frames` (warm_start..stop-1 as (T, H, W, 3) uint8) and their `times` (seconds) to a planned chunk."""
-    frames, times = np.zeros((0, 1, 1, 3), dtype=np.uint8), []
-    if not row["error"]:
+def plan_segments(table: PacketTable, frames: int, chunking: Chunking) -> list[tuple[int, int, int]]:
+    """(first, start, stop) of each segment: each starts decoding at a key frame K (first = K's frame)
+    and owns frames from K + overlap on, with at least `chunk_frames` of them; the first segment owns
+    from frame 0. The overlap frames are the only frames decoded twice."""
+    cuts = [0]
+    for _, frame in table.key_frames():
+        owned_from = frame + chunking.overlap
+        if frame > 0 and owned_from - (cuts[-1] + (chunking.overlap if len(cuts) > 1 else 0)) >= chunking.chunk_frames:
+            if owned_from < frames:
+                cuts.append(frame)
+    segments = []
+    for i, key in enumerate(cuts):
+        start = 0 if i == 0 else key + chunking.overlap
+        stop = frames if i + 1 == len(cuts) else cuts[i + 1] + chunking.overlap
+        segments.append((key, start, stop))
+    return segments
+
+
+def _params_dict(params: StreamParams) -> dict:
+    return dict(
+        codec=params.codec,
+        extradata=params.extradata.hex(),
+        time_base=list(params.time_base),
+        origin=params.origin,
+        rotation=params.rotation,
+    )
+
+
+def _params(text: str) -> StreamParams:
+    data = json.loads(text)
+    return StreamParams(
+        data["codec"], bytes.fromhex(data["extradata"]), tuple(data["time_base"]), data["origin"], data["rotation"]
+    )
+
+
+# --- decode -------------------------------------------------------------------------------------
+
+
+class SegmentDecoder:
+    """Decodes a segment and yields its chunks as they fill (a generator: a long segment never sits
+    in memory whole); an error becomes a row of its own, after the chunks that decoded."""
+
+    def __init__(self, chunking: Chunking, endpoint_url: str | None = None):
+        self.chunking, self.endpoint_url = chunking, endpoint_url
+
+    def __call__(self, segment: dict):
+        if segment["error"]:
+            yield chunk_row(segment, 0, 0, 0, np.zeros((0, 1, 1, 3), np.uint8), [])
+            return
         begin = time.perf_counter()
+        chunks = _Chunker(segment, self.chunking)
         try:
-            reader = _open(row["uri"], endpoint_url)
-            frames, times = reader.read(row["warm_start"], row["stop"])
-            if frames.shape[1:3] != (row["height"], row["width"]):
-                raise ValueError(f"frame size changed mid-video to {frames.shape[2]}x{frames.shape[1]}")
+            for frame, seconds in self._frames(segment):
+                if frame.shape[:2] != (segment["height"], segment["width"]):
+                    raise ValueError(f"frame size changed mid-video to {frame.shape[1]}x{frame.shape[0]}")
+                yield from chunks.add(frame, seconds, begin)
+            yield from chunks.finish(begin)
         except Exception as error:  # the video's failure, reported in the manifest
-            reason = error if isinstance(error, ValueError) else decoder_message(error)
-            row = dict(row, error=f"{row['uri']}: decoding frames {row['warm_start']}-{row['stop'] - 1}: {reason}")
-        row = dict(row, decode_seconds=time.perf_counter() - begin)
-    return dict(row, frames=frames, times=times, decode_seconds=row.get("decode_seconds", 0.0))
+            where = f"decoding frames from {chunks.next_frame}"
+            failed = dict(segment, error=f"{segment['uri']}: {where}: {_failure(error)}")
+            yield chunk_row(failed, 0, 0, 0, np.zeros((0, 1, 1, 3), np.uint8), [])
+
+    def _frames(self, segment: dict):
+        source, params = _source(segment["uri"], self.endpoint_url), _params(segment["params"])
+        if not segment["table"]:
+            return _stream_frames(source, params)
+        data = json.loads(segment["table"])
+        table = PacketTable.from_dict(data)
+        return decode_frames(source, params, table, segment["first"], segment["stop"], wanted=data["wanted"])
+
+
+class _Chunker:
+    """Cuts a segment's decoded frames into chunks: at most chunk_frames own frames each, after up to
+    `overlap` warm-up frames (the segment's first chunk: its own warm-up frames; later chunks: the
+    frames just before)."""
+
+    def __init__(self, segment: dict, chunking: Chunking):
+        self.segment, self.chunking = segment, chunking
+        self.next_frame = segment["first"]
+        self.warm: list[tuple[np.ndarray, float]] = []  # frames before the chunk being filled
+        self.own: list[tuple[np.ndarray, float]] = []
+        self.pending: dict | None = None  # a full chunk held back until it is known not to be the last
+
+    def add(self, frame: np.ndarray, seconds: float, begin: float):
+        index = self.next_frame
+        self.next_frame += 1
+        if index < self.segment["start"]:
+            self.warm.append((frame, seconds))
+            return
+        self.own.append((frame, seconds))
+        if len(self.own) == self.chunking.chunk_frames:
+            yield from self._release(begin)
+            self.pending = self._chunk()
+            self.warm = (self.warm + self.own)[-self.chunking.overlap :] if self.chunking.overlap else []
+            self.own = []
+
+    def _chunk(self) -> dict:
+        pairs = self.warm + self.own
+        stop = self.next_frame
+        start = stop - len(self.own)
+        frames = np.stack([frame for frame, _ in pairs])
+        return chunk_row(self.segment, start - len(self.warm), start, stop, frames, [s for _, s in pairs])
+
+    def _release(self, begin: float):
+        if self.pending is not None:
+            self.pending["decode_seconds"] = time.perf_counter() - begin
+            yield self.pending
+            self.pending = None
+
+    def finish(self, begin: float):
+        """The rest; the video's last chunk says so, and carries the frame count when it was unknown."""
+        if self.own:
+            yield from self._release(begin)
+            self.pending = self._chunk()
+        if self.pending is None:
+            raise ValueError("the segment decoded no frames")
+        expected = self.segment["stop"]
+        if expected != UNKNOWN and self.next_frame != expected:
+            raise ValueError(f"frames up to {expected - 1} expected, decoding ended after frame {self.next_frame - 1}")
+        frames_total = self.segment["frames_total"]
+        if expected == UNKNOWN or expected == frames_total:
+            self.pending.update(last=True, frames_total=self.next_frame)
+        yield from self._release(begin)
+
+
+# --- segment --------------------------------------------------------------------------------------
 
 
 class SegmentActor:
-    """Holds the model and a cluster memory per video; segments decoded chunks frame by frame.
+    """Holds the model and a cluster memory per video; segments decoded chunks clip by clip.
 
     A chunk whose video this actor processed up to the frame before continues that memory and skips
-    its warm-up frames; otherwise it starts a fresh memory on the warm-up frames. Output rows (one per
-    processed frame) carry packed masks; `lineage` names the tracker whose local ids they use.
+    its warm-up frames; otherwise it starts a fresh memory on the warm-up frames. Its output row holds
+    every processed frame's results, masks packed; `lineage` names the tracker whose local ids they use.
 
     `kill_once` ("N:MARKER", fault injection for tests and drills, off by default): the actor's
     process exits after segmenting its N-th batch, before returning it, unless the file MARKER
     exists; it creates MARKER first, so only one actor dies once however often Ray restarts it.
     """
 
-    def __init__(
-        self,
-        model: str,
-        acceleration: dict,
-        task: str,
-        clip_frames: int,
-        score_threshold: float,
-        short_side: int | None,
-        torch_threads: int | None = None,
-        device: str = "auto",
-        kill_once: str | None = None,
-    ):
+    def __init__(self, model: str, settings: dict, torch_threads: int | None = None, kill_once: str | None = None):
         import torch
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
-        self.segmenter = VideoSegmenter.from_pretrained(
-            model,
-            device=device,
-            dtype=dtype,
-            acceleration=AccelerationConfig(**acceleration),
-            task=task,
-            score_threshold=score_threshold,
-            short_side=short_side,
+        options = dict(
+            acceleration=AccelerationConfig(**settings["acceleration"]),
+            task=settings["task"],
+            score_threshold=settings["score_threshold"],
         )
-        self.clip_frames = clip_frames
+        if settings.get("short_side") is not None:
+            options["short_side"] = settings["short_side"]
+        self.segmenter = VideoSegmenter.from_pretrained(model, device=device, dtype=dtype, **options)
+        self.clip_frames = settings["clip_frames"]
         self.torch_threads = torch_threads
         self.lineages: dict[str, str] = {}
         self.kill_once, self.calls = kill_once, 0
@@ -141,87 +315,57 @@ class SegmentActor:
             import torch
 
             torch.set_num_threads(self.torch_threads)
-        rows = []
-        for i in range(len(batch["video_id"])):
-            chunk = {key: batch[key][i] for key in batch}
-            rows += self._chunk(chunk)
+        rows = [self._chunk({key: batch[key][i] for key in batch}) for i in range(len(batch["video_id"]))]
         self.calls += 1
         if self.kill_once:
             _kill_once(self.kill_once, self.calls)
-        # A fixed schema: inferred types would differ between frames with and without masks.
-        return pa.Table.from_pylist(rows, schema=SEGMENTED_FRAME_SCHEMA)
+        return pa.Table.from_pylist(rows, schema=SEGMENTED_CHUNK_SCHEMA)
 
-    def _chunk(self, chunk: dict) -> list[dict]:
-        video_id, start, warm_start = chunk["video_id"], int(chunk["start"]), int(chunk["warm_start"])
-        meta = {
-            k: chunk[k]
-            for k in (
-                "video_id",
-                "uri",
-                "chunk_index",
-                "num_chunks",
-                "start",
-                "stop",
-                "frames_total",
-                "fps",
-                "height",
-                "width",
-                "decode_seconds",
-            )
-        }
+    def _chunk(self, chunk: dict) -> dict:
+        meta = {key: chunk[key] for key in SEGMENTED_CHUNK_SCHEMA.names if key in chunk and key != "frames"}
+        meta["last"] = bool(meta["last"])
         if chunk["error"]:
-            return [dict(meta, **_EMPTY_FRAME, error=str(chunk["error"]))]
-        memory = self.segmenter.memories.get(video_id)
-        continued = memory.cluster.frame_index == start - 1 and video_id in self.lineages
+            return dict(meta, lineage="", frames=[], error=str(chunk["error"]), inference_seconds=0.0)
+        video_id, start, warm_start = chunk["video_id"], int(chunk["start"]), int(chunk["warm_start"])
+        continued = self.segmenter.continues(video_id, start) and video_id in self.lineages
         if not continued:
             self.segmenter.drop(video_id)
             self.lineages[video_id] = uuid.uuid4().hex
         first = start if continued else warm_start
         frames = np.asarray(chunk["frames"])[first - warm_start :]
-        times = [float(t) for t in chunk["times"]]
-        rows, begin = [], time.perf_counter()
+        times = [float(t) for t in chunk["times"]][first - warm_start :]
+        begin = time.perf_counter()
         try:
-            for offset in range(0, len(frames), self.clip_frames):
-                clip = Clip(video_id, first + offset, np.ascontiguousarray(frames[offset : offset + self.clip_frames]))
-                for result in self.segmenter.process([clip])[0]:
-                    rows.append(
-                        dict(
-                            meta,
-                            **_frame_fields(result),
-                            timestamp=times[result.frame_index - warm_start],
-                            warm=result.frame_index < start,
-                            lineage=self.lineages[video_id],
-                            error="",
-                        )
-                    )
+            results = self._segment(video_id, first, frames)
         except Exception as error:  # e.g. out of memory on a huge frame: this video fails, others go on
             self.segmenter.drop(video_id)
-            return [dict(meta, **_EMPTY_FRAME, error=f"{chunk['uri']}: inference: {one_line(error)}")]
-        seconds = time.perf_counter() - begin
-        if int(chunk["stop"]) == int(chunk["frames_total"]):
+            return dict(meta, lineage="", frames=[], error=f"{chunk['uri']}: inference: {one_line(error)}")
+        if chunk["last"]:
             self.segmenter.drop(video_id)  # the video's last chunk: free its memory
             self.lineages.pop(video_id, None)
-        for row in rows:
-            row["inference_seconds"] = seconds / len(rows)
-        return rows
+        frames_out = [dict(_frame_fields(r), timestamp=t, warm=r.frame_index < start) for r, t in zip(results, times)]
+        return dict(
+            meta,
+            lineage=self.lineages.get(video_id, uuid.uuid4().hex),
+            frames=frames_out,
+            error="",
+            inference_seconds=time.perf_counter() - begin,
+        )
+
+    def _segment(self, video_id: str, first: int, frames: np.ndarray) -> list:
+        results = []
+        for offset in range(0, len(frames), self.clip_frames):
+            clip = Clip(video_id, first + offset, np.ascontiguousarray(frames[offset : offset + self.clip_frames]))
+            results += self.segmenter.process([clip])[0]
+        return results
 
 
-SEGMENTED_FRAME_SCHEMA = pa.schema(
+SEGMENTED_FRAME = pa.struct(
     [
-        ("video_id", pa.string()),
-        ("uri", pa.string()),
-        ("chunk_index", pa.int64()),
-        ("num_chunks", pa.int64()),
-        ("start", pa.int64()),
-        ("stop", pa.int64()),
-        ("frames_total", pa.int64()),
-        ("fps", pa.float64()),
-        ("height", pa.int64()),
-        ("width", pa.int64()),
-        ("decode_seconds", pa.float64()),
         ("frame_index", pa.int64()),
         ("timestamp", pa.float64()),  # presentation time, seconds
-        ("instance_ids", pa.list_(pa.int64())),
+        ("warm", pa.bool_()),  # a warm-up frame: used only to link ids
+        ("instance_ids", pa.list_(pa.int64())),  # local to the chunk's lineage
         ("category_ids", pa.list_(pa.int64())),
         ("category_names", pa.list_(pa.string())),
         ("scores", pa.list_(pa.float64())),
@@ -230,28 +374,28 @@ SEGMENTED_FRAME_SCHEMA = pa.schema(
         ("tca_reset", pa.string()),
         ("tca_reassigned", pa.float64()),
         ("token_ratio", pa.float64()),
-        ("warm", pa.bool_()),
-        ("lineage", pa.string()),
-        ("error", pa.string()),
-        ("inference_seconds", pa.float64()),
     ]
 )
 
-_EMPTY_FRAME = dict(
-    frame_index=-1,
-    timestamp=None,
-    warm=False,
-    lineage="",
-    instance_ids=[],
-    category_ids=[],
-    category_names=[],
-    scores=[],
-    masks=b"",
-    label_map=b"",
-    tca_reset=None,
-    tca_reassigned=None,
-    token_ratio=1.0,
-    inference_seconds=0.0,
+SEGMENTED_CHUNK_SCHEMA = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("uri", pa.string()),
+        ("warm_start", pa.int64()),
+        ("start", pa.int64()),
+        ("stop", pa.int64()),
+        ("last", pa.bool_()),
+        ("frames_total", pa.int64()),
+        ("estimated_frames", pa.int64()),
+        ("fps", pa.float64()),
+        ("height", pa.int64()),
+        ("width", pa.int64()),
+        ("decode_seconds", pa.float64()),
+        ("lineage", pa.string()),
+        ("frames", pa.list_(SEGMENTED_FRAME)),
+        ("error", pa.string()),
+        ("inference_seconds", pa.float64()),
+    ]
 )
 
 
@@ -282,19 +426,154 @@ def _frame_fields(result) -> dict:
     )
 
 
-def encode_masks(row: dict) -> dict:
-    """Unpack a frame's masks and COCO-RLE encode them (on CPU, off the inference actor)."""
-    row = dict(row)
-    height, width = int(row["height"]), int(row["width"])
-    count = len(row["instance_ids"])
-    masks = np.unpackbits(np.frombuffer(row.pop("masks"), np.uint8), count=count * height * width)
-    masks = masks.reshape(count, height, width).astype(bool)
-    row["rles"] = [rle.encode(mask)["counts"] for mask in masks]
-    label_map = row.pop("label_map")
-    semantic = []
-    if label_map:
-        labels = np.frombuffer(label_map, np.int32).reshape(height, width)
-        semantic = [(int(c), rle.encode(labels == c)["counts"]) for c in np.unique(labels)]
-    row["semantic_ids"] = [c for c, _ in semantic]
-    row["semantic_rles"] = [counts for _, counts in semantic]
+# --- write ----------------------------------------------------------------------------------------
+
+
+def written_row(chunk: dict, **fields) -> dict:
+    """ChunkWriter -> driver: a chunk written as parts (no masks: paths, counts, the boundary summary)."""
+    keys = ("video_id", "uri", "start", "stop", "last", "frames_total", "estimated_frames", "fps", "height", "width")
+    row = {key: chunk[key] for key in keys}
+    row.update(
+        lineage=chunk.get("lineage", ""),
+        parts="",  # JSON: {"frames": path, "masks": path}
+        boundary="",  # JSON: Boundary.to_dict()
+        frames_written=0,
+        masks_written=0,
+        reassigned=None,  # sum over continued frames, and their count
+        reassigned_frames=0,
+        token_ratio_sum=0.0,
+        decode_seconds=float(chunk.get("decode_seconds") or 0.0),
+        inference_seconds=float(chunk.get("inference_seconds") or 0.0),
+        error=chunk.get("error", ""),
+    )
+    row.update(fields)
     return row
+
+
+class ChunkWriter:
+    """COCO-RLE encodes a segmented chunk and writes its own frames as two Parquet parts (frames,
+    masks; instance ids still local to its lineage) under <output>/_parts/<video_id>/; returns the
+    chunk's boundary summary (its warm-up frames and its last `overlap` frames: local ids and
+    RLEs), from which the driver links ids across chunks."""
+
+    def __init__(self, output: str, labels: dict[int, str], overlap: int, endpoint_url: str | None = None):
+        self.fs, self.root = filesystem(output, endpoint_url)
+        self.labels, self.overlap = labels, overlap
+
+    def __call__(self, chunk: dict) -> dict:
+        if chunk["error"]:
+            return written_row(chunk)
+        try:
+            return self._write(chunk)
+        except Exception as error:  # storage (after its retries), or any other: this video fails
+            return written_row(chunk, error=f"{chunk['uri']}: not committed: {type(error).__name__}: {one_line(error)}")
+
+    def _write(self, chunk: dict) -> dict:
+        height, width = int(chunk["height"]), int(chunk["width"])
+        masks, frames, boundary, stats = [], [], {"ids": [], "head": [], "tail": []}, _Stats()
+        for frame in chunk["frames"]:
+            instances = _rles(frame, height, width)
+            summary = [int(frame["frame_index"]), [int(i) for i in frame["instance_ids"]], [c for c, *_ in instances]]
+            if frame["warm"]:
+                boundary["head"].append(summary)
+                continue
+            boundary["tail"] = (boundary["tail"] + [summary])[-max(self.overlap, 1) :]
+            boundary["ids"] += [i for i in summary[1] if i not in boundary["ids"]]
+            rows = self._mask_rows(chunk, frame, instances, height, width)
+            masks += rows
+            frames.append(
+                frame_row(
+                    chunk["video_id"],
+                    chunk["uri"],
+                    int(frame["frame_index"]),
+                    float(frame["timestamp"]),
+                    len(rows),
+                    frame["tca_reset"],
+                    frame["tca_reassigned"],
+                )
+            )
+            stats.add(frame)
+        name = f"{int(chunk['start']):010d}-{chunk['lineage']}.parquet"
+        parts = {kind: join(self.root, "_parts", chunk["video_id"], kind, name) for kind in ("frames", "masks")}
+        _write_parquet(self.fs, parts["frames"], frames, FRAMES_SCHEMA)
+        _write_parquet(self.fs, parts["masks"], masks, PART_MASKS_SCHEMA)
+        return written_row(
+            chunk,
+            parts=json.dumps(parts),
+            boundary=json.dumps(boundary),
+            frames_written=len(frames),
+            masks_written=len(masks),
+            **stats.fields(),
+        )
+
+    def _mask_rows(self, chunk: dict, frame: dict, instances: list, height: int, width: int) -> list[dict]:
+        fields = (chunk["video_id"], chunk["uri"], int(frame["frame_index"]), float(frame["timestamp"]), height, width)
+        rows = [
+            mask_row(*fields, counts, local, category, name, score)
+            for counts, local, category, name, score in instances
+        ]
+        label_map = frame["label_map"]
+        if label_map:
+            labels = np.frombuffer(label_map, np.int32).reshape(height, width)
+            for c in np.unique(labels):
+                counts = rle.encode(labels == c)["counts"]
+                rows.append(mask_row(*fields, counts, None, int(c), self.labels.get(int(c), str(c)), None))
+        return rows
+
+
+# A part's masks rows: instance_id holds the chunk's local id until the video is committed.
+PART_MASKS_SCHEMA = MASKS_SCHEMA
+
+
+def _rles(frame: dict, height: int, width: int) -> list[tuple]:
+    """(RLE counts, local id, category id, name, score) of each instance of a frame."""
+    count = len(frame["instance_ids"])
+    bits = np.unpackbits(np.frombuffer(frame["masks"], np.uint8), count=count * height * width)
+    masks = bits.reshape(count, height, width).astype(bool)
+    return [
+        (rle.encode(mask)["counts"], int(local), int(category), str(name), float(score))
+        for mask, local, category, name, score in zip(
+            masks, frame["instance_ids"], frame["category_ids"], frame["category_names"], frame["scores"]
+        )
+    ]
+
+
+class _Stats:
+    """TCA's per-frame statistics of a chunk, summed."""
+
+    def __init__(self):
+        self.reassigned, self.continued, self.token_ratio = 0.0, 0, 0.0
+
+    def add(self, frame: dict):
+        if frame["tca_reassigned"] is not None and frame["tca_reset"] is None:
+            self.reassigned += float(frame["tca_reassigned"])
+            self.continued += 1
+        self.token_ratio += float(frame["token_ratio"])
+
+    def fields(self) -> dict:
+        return dict(
+            reassigned=self.reassigned if self.continued else None,
+            reassigned_frames=self.continued,
+            token_ratio_sum=self.token_ratio,
+        )
+
+
+def _write_parquet(fs, path: str, rows: list[dict], schema: pa.Schema):
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), sink)
+    write_atomic(fs, path, sink.getvalue().to_pybytes())
+
+
+# Ray Data runs these three stages as tasks (callable classes would need actors): one call per row.
+
+
+def probe_video(video: dict, chunking: Chunking, endpoint_url: str | None = None) -> list[dict]:
+    return VideoProber(chunking, endpoint_url)(video)
+
+
+def decode_segment(segment: dict, chunking: Chunking, endpoint_url: str | None = None):
+    yield from SegmentDecoder(chunking, endpoint_url)(segment)
+
+
+def write_chunk(chunk: dict, output: str, labels: dict, overlap: int, endpoint_url: str | None = None) -> dict:
+    return ChunkWriter(output, labels, overlap, endpoint_url)(chunk)

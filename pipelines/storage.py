@@ -8,6 +8,7 @@ import io
 import json
 import os
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import fsspec
@@ -107,3 +108,28 @@ def write_atomic(fs, path: str, data: bytes):
         os.replace(temporary, path)
     else:
         fs.pipe_file(path, data)
+
+
+@contextmanager
+def atomic_writer(fs, path: str):
+    """A binary file to write `path` through, appearing whole when the block ends (and not at all on an
+    error): a multipart upload on object stores (the object exists once it completes), a temporary
+    file renamed into place locally. Memory stays at one upload part, whatever is written."""
+    if isinstance(fs, LocalFileSystem):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        temporary = f"{path}.{uuid.uuid4().hex}.tmp"
+        try:
+            with open(temporary, "wb") as out:
+                yield out
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+    else:
+        handle = fs.open(path, "wb")
+        try:
+            yield handle
+        except BaseException:
+            handle.discard() if hasattr(handle, "discard") else None  # abort the multipart upload
+            raise
+        handle.close()

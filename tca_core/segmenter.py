@@ -7,9 +7,7 @@ It takes clips (consecutive frames of a video), runs the whole batch through the
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -17,14 +15,12 @@ import torch.nn.functional as F
 
 from .config import AccelerationConfig
 from .memory import MemoryBank, VideoMemory
-from .model import accelerate, load_model
+from .model import IMAGENET_MEAN, IMAGENET_STD, ImageProcessing, accelerate, image_processing, load_model
 from .swin import FrameStats, FrameStream
 from .tracking import track_frame
 
 TASKS = ("instance", "semantic", "both")
 STUFF_NAMES = ("background",)  # categories never reported as instances
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -67,7 +63,11 @@ class FrameResult:
 
 
 class VideoSegmenter:
-    """Owns the model and one memory per video id (cluster memory and instance tracks)."""
+    """Owns the model and one memory per video id (cluster memory and instance tracks).
+
+    Frames are resized for the model as `processing` says (`processing_size`); masks and label maps
+    come back at the frame's own size. Built directly, `processing` is `short_side` (None: native
+    size) with `image_mean` and `image_std`; `from_pretrained` takes it from the checkpoint."""
 
     def __init__(
         self,
@@ -79,32 +79,64 @@ class VideoSegmenter:
         max_videos: int = 64,
         image_mean=IMAGENET_MEAN,
         image_std=IMAGENET_STD,
+        processing: ImageProcessing | None = None,
     ):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        if processing is None:
+            processing = ImageProcessing(shortest_edge=short_side, image_mean=image_mean, image_std=image_std)
+        elif short_side is not None:
+            raise ValueError("pass either short_side or processing, not both")
         self.model = model.eval()
         self.backbone = accelerate(model, acceleration)
         self.task = task
         self.score_threshold = score_threshold
-        self.short_side = short_side
+        self.processing = processing
         self.memories = MemoryBank(max_videos)
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
-        self.mean = torch.tensor(image_mean, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(image_std, device=self.device).view(1, 3, 1, 1)
+        self.mean = torch.tensor(processing.image_mean, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(processing.image_std, device=self.device).view(1, 3, 1, 1)
         self.labels = {int(k): v for k, v in model.config.id2label.items()}
         thing = [name not in STUFF_NAMES for _, name in sorted(self.labels.items())]
         self.thing = torch.tensor(thing, device=self.device)
 
     @classmethod
-    def from_pretrained(cls, source, device="cpu", dtype=torch.float32, **kwargs) -> VideoSegmenter:
-        """Load a checkpoint (local directory or hub id); normalisation comes from its preprocessor config."""
-        preprocessor = Path(source) / "preprocessor_config.json"
-        if preprocessor.is_file():
-            stats = json.loads(preprocessor.read_text())
-            kwargs.setdefault("image_mean", stats.get("image_mean", IMAGENET_MEAN))
-            kwargs.setdefault("image_std", stats.get("image_std", IMAGENET_STD))
-        return cls(load_model(source, device, dtype), **kwargs)
+    def from_pretrained(
+        cls,
+        source,
+        device="cpu",
+        dtype=torch.float32,
+        short_side: int | None = None,
+        native_size: bool = False,
+        **kwargs,
+    ) -> VideoSegmenter:
+        """Load a checkpoint (local directory or hub id); its preprocessor config (`image_processing`)
+        gives the processing size and normalisation.
+
+        short_side: None runs frames at the checkpoint's size; an int overrides it (that short side,
+        no long-side cap). native_size: run frames at their own size. `image_mean` and `image_std`
+        override the checkpoint's normalisation."""
+        model = load_model(source, device, dtype)
+        processing = image_processing(source)
+        if native_size or short_side is not None:
+            processing = processing.with_short_side(None if native_size else short_side)
+        overrides = {key: kwargs.pop(key) for key in ("image_mean", "image_std") if key in kwargs}
+        return cls(model, processing=replace(processing, **overrides), **kwargs)
+
+    @property
+    def short_side(self) -> int | None:
+        """The short side frames are resized to (before `long_side_cap`); None: no such resize."""
+        return self.processing.shortest_edge
+
+    @property
+    def long_side_cap(self) -> int | None:
+        """The long side a resized frame may not exceed (its short side shrinks instead); None: no cap."""
+        return self.processing.longest_edge
+
+    def processing_size(self, height: int, width: int) -> tuple[int, int]:
+        """The (height, width) the model runs at for frames of (height, width)."""
+        return self.processing.size(height, width)
 
     @property
     def acceleration(self) -> AccelerationConfig:
@@ -122,6 +154,11 @@ class VideoSegmenter:
 
     def import_memory(self, video_id: str, data: bytes):
         self.memories.put(video_id, VideoMemory.from_bytes(data, device=self.device))
+
+    def continues(self, video_id: str, frame_index: int) -> bool:
+        """Whether the video's memory ends at the frame just before `frame_index` (so a clip starting
+        there continues it rather than starting afresh)."""
+        return video_id in self.memories and self.memories.get(video_id).cluster.frame_index == frame_index - 1
 
     def drop(self, video_id: str):
         """Forget a video (its last clip is done)."""
@@ -175,11 +212,13 @@ class VideoSegmenter:
         return results
 
     def _preprocess(self, frames: np.ndarray) -> torch.Tensor:
+        """(T, H, W, 3) uint8 frames as normalised pixel values at `processing_size(H, W)`."""
         pixels = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float() / 255.0
-        if self.short_side is not None:
-            scale = self.short_side / min(pixels.shape[-2:])
-            size = (max(1, round(pixels.shape[-2] * scale)), max(1, round(pixels.shape[-1] * scale)))
-            pixels = F.interpolate(pixels, size=size, mode="bilinear", antialias=scale < 1, align_corners=False)
+        height, width = pixels.shape[-2:]
+        size = self.processing_size(height, width)
+        if size != (height, width):
+            shrinks = size[0] < height or size[1] < width
+            pixels = F.interpolate(pixels, size=size, mode="bilinear", antialias=shrinks, align_corners=False)
         return ((pixels - self.mean) / self.std).to(self.dtype)
 
     def _label_map(self, class_logits, mask_logits, size) -> np.ndarray:
