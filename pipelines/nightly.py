@@ -16,12 +16,14 @@ rerun skips videos committed with the same model and settings. Output layout: do
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import logging
 import sys
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import version
@@ -30,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from tca_core.model import EMBEDDED_MODEL, tuned_acceleration
+from tca_core.model import EMBEDDED_MODEL, image_processing, tuned_acceleration
 
 from .commit import CommitPlan, commit_video
 from .errors import one_line, redact
@@ -97,6 +99,7 @@ class JobConfig:
             task=self.task,
             score_threshold=self.score_threshold,
             short_side=self.short_side,
+            processing=processing_size(self.model, self.short_side),
             chunk_frames=self.chunk_frames,
             overlap=self.overlap,
             clip_frames=self.clip_frames,
@@ -105,6 +108,22 @@ class JobConfig:
     def signature(self) -> str:
         text = json.dumps(dict(model=self.model, settings=self.settings()), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=16)
+def processing_size(model: str, short_side: int | None) -> dict:
+    """The size frames are resized to for the model: `short_side` when given, else what the checkpoint's
+    image processor config says (recorded in the manifest's settings)."""
+    processing = image_processing(model)
+    if short_side is not None:
+        processing = processing.with_short_side(short_side)
+    return dict(
+        shortest_edge=processing.shortest_edge,
+        longest_edge=processing.longest_edge,
+        height=processing.height,
+        width=processing.width,
+        size_divisor=processing.size_divisor,
+    )
 
 
 def videos_to_process(config: JobConfig) -> list[VideoRef]:
@@ -157,7 +176,7 @@ class VideoLedger:
         self.waiting: dict[int, dict] = {}  # written chunks ahead of the next frame to link
         self.parts: list[dict] = []
         self.linker = IdLinker(self.height, self.width)
-        self.next_frame, self.error, self.ended = 0, "", False
+        self.next_frame, self.error, self.ended, self.correction = 0, "", False, 0
         self.timings = dict(decode=0.0, inference=0.0)
         self.started = time.perf_counter()
 
@@ -183,6 +202,7 @@ class VideoLedger:
         self.next_frame = int(row["stop"])
         if row["last"]:
             self.frames_total, self.ended = int(row["frames_total"]), True
+            self.correction = self.frames_total - self.estimated  # the progress total, now exact
 
     def plan(self, record: dict) -> CommitPlan:
         record = dict(
@@ -315,6 +335,9 @@ def _quiet(config: JobConfig):
     """Ray Data's per-operator progress bars and log lines off, unless --verbose."""
     import ray
 
+    if not config.verbose:  # Ray's deprecation notices about its own arguments are not the user's business
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="ray")
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = config.verbose
     context.print_on_execution_start = config.verbose
@@ -425,6 +448,7 @@ def _take(row: dict, output: Output, state: RunState, console: Console):
     state.token_ratio[1] += int(row["frames_written"])
     if not ledger.add(row):
         return
+    console.grow(ledger.correction)
     state.ledgers[video_id] = None
     if ledger.error:
         state.record(ledger, "failed", 0, ledger.error)

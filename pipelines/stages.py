@@ -340,13 +340,14 @@ class SegmentActor:
         except Exception as error:  # e.g. out of memory on a huge frame: this video fails, others go on
             self.segmenter.drop(video_id)
             return dict(meta, lineage="", frames=[], error=f"{chunk['uri']}: inference: {one_line(error)}")
+        lineage = self.lineages[video_id]
         if chunk["last"]:
             self.segmenter.drop(video_id)  # the video's last chunk: free its memory
             self.lineages.pop(video_id, None)
         frames_out = [dict(_frame_fields(r), timestamp=t, warm=r.frame_index < start) for r, t in zip(results, times)]
         return dict(
             meta,
-            lineage=self.lineages.get(video_id, uuid.uuid4().hex),
+            lineage=lineage,
             frames=frames_out,
             error="",
             inference_seconds=time.perf_counter() - begin,

@@ -20,12 +20,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .model import build_model, swin_mask2former_config
-from .segmenter import IMAGENET_MEAN, IMAGENET_STD
+from .model import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageProcessing,
+    build_model,
+    preprocessor_config,
+    swin_mask2former_config,
+)
 from .synthetic import CATEGORIES, SyntheticVideo
 
 HELD_OUT_SEED = 1_000_000_000
 FRAME_SIZE = (224, 336)  # stage 3 is 14x21 tokens: whole 7x7 windows
+# What the exported preprocessor config asks of other frames: the training short side, with the long
+# side capped at twice that (16:9 and 4:3 frames keep short side 224; docs/model_card.md).
+PROCESSING = ImageProcessing(shortest_edge=min(FRAME_SIZE), longest_edge=2 * min(FRAME_SIZE))
 
 # Swin-B/L proportions (2-2-18-2, deep third stage) at a small width, window 7.
 EMBEDDED_SWIN = dict(embed_dim=32, depths=[2, 2, 18, 2], num_heads=[1, 2, 4, 8], window_size=7)
@@ -126,10 +135,11 @@ def train(out: Path, steps: int, batch_size: int, lr: float, seed: int, resume: 
 
 
 def export(model, directory: Path):
-    """`save_pretrained` in float16 (half the size; loads back as float32) with its preprocessor config."""
+    """`save_pretrained` in float16 (half the size; loads back as float32) with its preprocessor config
+    (Hugging Face's Mask2FormerImageProcessor format, `PROCESSING`)."""
     model.eval().to("cpu", torch.float16).save_pretrained(directory)
-    preprocessor = dict(image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD), frame_size=list(FRAME_SIZE))
-    (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
+    preprocessor = preprocessor_config(PROCESSING, num_labels=len(CATEGORIES))
+    (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
 
 
 def main(argv=None):
