@@ -159,9 +159,6 @@ class Output:
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), sink)
         write_atomic(self.fs, self.path(*parts), sink.getvalue().to_pybytes())
 
-    def commit(self, video_id: str, record: dict):
-        write_atomic(self.fs, self.path("_commits", f"{video_id}.json"), json.dumps(record).encode())
-
 
 class VideoLedger:
     """The driver's account of one video in flight: which chunks are written (the first written

@@ -32,7 +32,7 @@ from tca_core.segmenter import Clip, VideoSegmenter
 from .errors import one_line
 from .output import FRAMES_SCHEMA, MASKS_SCHEMA, frame_row, mask_row
 from .storage import filesystem, join, write_atomic
-from .video_io import ByteSource, PacketTable, StreamParams, decode_frames, decode_start, decoder_message, probe
+from .video_io import ByteSource, PacketTable, StreamParams, decode_frames, decoder_message, probe
 from .video_io import stream_frames as _stream_frames
 
 UNKNOWN = -1  # frames_total of a video without an index, until its last chunk
@@ -56,8 +56,8 @@ def video_row(video_id: str, uri: str) -> dict:
 
 def segment_row(video: dict, error: str = "", **fields) -> dict:
     """probe_video -> decode_segment: frames [first, stop) of a video to decode, [start, stop) its own
-    (first..start-1 warm up its first chunk); `table` the packets to decode (JSON; empty: stream
-    the whole file), `frame_pts` the presentation times of frames first..stop-1."""
+    (first..start-1 warm up its first chunk); `table` the packets to decode and, as `wanted`, the
+    presentation times of frames first..stop-1 (JSON; empty: stream the whole file)."""
     row = dict(
         video_id=video["video_id"],
         uri=video["uri"],
@@ -134,11 +134,9 @@ class VideoProber:
             return [segment_row(video, **common)]
         common["frames_total"] = info.frames
         rows = []
-        for first, start, stop in plan_segments(found.table, info.frames, self.chunking):
-            begin = decode_start(found.table, first)
-            end = int(found.table.frame_packets()[first:stop].max()) + 1
-            table = found.table.slice(begin, end)
-            wanted = found.table.frame_pts[first:stop].tolist()
+        segments = plan_segments(found.table, info.frames, self.chunking)
+        cuts = found.table.cuts([(first, stop) for first, _, stop in segments])
+        for (first, start, stop), (table, wanted) in zip(segments, cuts):
             rows.append(
                 segment_row(
                     video,
@@ -497,7 +495,7 @@ class ChunkWriter:
         name = f"{int(chunk['start']):010d}-{chunk['lineage']}.parquet"
         parts = {kind: join(self.root, "_parts", chunk["video_id"], kind, name) for kind in ("frames", "masks")}
         _write_parquet(self.fs, parts["frames"], frames, FRAMES_SCHEMA)
-        _write_parquet(self.fs, parts["masks"], masks, PART_MASKS_SCHEMA)
+        _write_parquet(self.fs, parts["masks"], masks, MASKS_SCHEMA)  # instance ids local until committed
         return written_row(
             chunk,
             parts=json.dumps(parts),
@@ -520,10 +518,6 @@ class ChunkWriter:
                 counts = rle.encode(labels == c)["counts"]
                 rows.append(mask_row(*fields, counts, None, int(c), self.labels.get(int(c), str(c)), None))
         return rows
-
-
-# A part's masks rows: instance_id holds the chunk's local id until the video is committed.
-PART_MASKS_SCHEMA = MASKS_SCHEMA
 
 
 def _rles(frame: dict, height: int, width: int) -> list[tuple]:

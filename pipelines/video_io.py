@@ -178,6 +178,21 @@ class PacketTable:
         ranks = {int(p): r for r, p in enumerate(self.frame_pts)}
         return [(int(i), ranks[int(self.pts[i])]) for i in np.flatnonzero(self.key & ~self.discard)]
 
+    def cuts(self, spans: list[tuple[int, int]]) -> list[tuple[PacketTable, list[int]]]:
+        """For each span of frames [first, stop): the packets decoding it needs (from the last key frame at
+        or before `first` to the last packet any of its frames needs) and its frames' presentation
+        times. The table is sorted once for all spans."""
+        frame_pts, frame_packets = self.frame_pts, self.frame_packets()
+        keys = self.key_frames()
+        key_frames = [frame for _, frame in keys]
+        cut = []
+        for first, stop in spans:
+            k = bisect.bisect_right(key_frames, first) - 1
+            begin = keys[k][0] if k >= 0 else 0
+            end = int(frame_packets[first:stop].max()) + 1
+            cut.append((self.slice(begin, end), frame_pts[first:stop].tolist()))
+        return cut
+
     def slice(self, start: int, stop: int) -> PacketTable:
         return PacketTable(*(a[start:stop] for a in (self.pos, self.size, self.pts, self.key, self.discard)))
 
@@ -306,12 +321,6 @@ def _count_frames(container, stream) -> int:
         raise ValueError(f"reading failed: {_reason(error)}") from None
 
 
-def decode_start(table: PacketTable, first: int) -> int:
-    """The packet to start decoding at for frame `first`: the last key frame at or before it."""
-    starts = [packet for packet, frame in table.key_frames() if frame <= first]
-    return starts[-1] if starts else 0
-
-
 def decode_frames(
     source: ByteSource, params: StreamParams, table: PacketTable, first: int, stop: int, wanted: list[int] | None = None
 ) -> Iterator[tuple[np.ndarray, float]]:
@@ -319,17 +328,14 @@ def decode_frames(
     from the key frame at or before `first` to the last packet any of these frames needs.
 
     `table` is the video's packet table, or (with `wanted`, the frames' presentation times) the part
-    of it these frames need, as `PacketTable.slice` cuts it."""
+    of it these frames need, as `PacketTable.cuts` cuts it."""
     if wanted is None:
-        begin, end = decode_start(table, first), int(table.frame_packets()[first:stop].max()) + 1
-        wanted = table.frame_pts[first:stop].tolist()
-    else:
-        begin, end = 0, len(table.pos)
+        ((table, wanted),) = table.cuts([(first, stop)])
     index_of = {int(p): first + i for i, p in enumerate(wanted)}
     codec = av.CodecContext.create(params.codec, "r")
     codec.extradata = params.extradata or None
     expected = first
-    for packet in _packets(source, table, begin, end, params):
+    for packet in _packets(source, table, params):
         for frame in _decode(codec, packet, expected):
             index = index_of.get(frame.pts)
             if index is None:
@@ -343,11 +349,11 @@ def decode_frames(
     raise ValueError(f"frames {first}-{stop - 1} requested, decoding ended after frame {expected - 1}")
 
 
-def _packets(source: ByteSource, table: PacketTable, begin: int, end: int, params: StreamParams):
-    """Packets begin..end-1 (decode order) as av.Packets, fetched in windows of at most WINDOW bytes,
+def _packets(source: ByteSource, table: PacketTable, params: StreamParams):
+    """The table's packets (decode order) as av.Packets, fetched in windows of at most WINDOW bytes,
     then a flush (None)."""
     base = Fraction(*params.time_base)
-    index = begin
+    index, end = 0, len(table.pos)
     while index < end:
         start = int(table.pos[index])
         last = index
