@@ -4,6 +4,9 @@
 (packets remuxed, nothing re-encoded) `times` times end to end, each copy's timestamps shifted by the
 duration of the copies before it, so the timeline is continuous and strictly increasing.
 
+`head_recording(source, dest, frames)`: the source's first groups of pictures (up to a key frame),
+stream-copied: the same video, short.
+
 `small_archive(dest_dir, count)`: `count` small, distinct MP4 clips (generated, a few KB each).
 
 Both are cached: a file is rebuilt only when its marker (a JSON file beside it that records what it
@@ -15,6 +18,7 @@ was made from and its size in bytes) does not match.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 from pathlib import Path
@@ -48,9 +52,44 @@ def long_recording(source: Path, dest: Path, times: int) -> Path:
     return dest
 
 
-def _remux_repeated(source: Path, dest: Path, times: int):
-    """Write `times` copies of `source`'s first video stream's packets into `dest`, timestamps shifted."""
-    span = _copy_duration(source)
+def head_recording(source: Path, dest: Path, frames: int = 1) -> Path:
+    """The packets of `source`'s video stream before its first key frame at or after packet `frames`,
+    stream-copied into `dest` (whole groups of pictures, so every frame decodes); `dest`. Cached and
+    checked as `long_recording` is."""
+    source, dest = Path(source), Path(dest)
+    keep = _head_packets(source, frames)
+    recipe = dict(source=source.name, source_bytes=source.stat().st_size, head=keep)
+    if _cached(_marker(dest), recipe, dest.stat().st_size if dest.exists() else None):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(f".{dest.stem}.partial{dest.suffix}")
+    try:
+        _remux_repeated(source, partial, 1, packets=keep)
+        check_recording(partial, keep)
+        os.replace(partial, dest)
+    finally:
+        partial.unlink(missing_ok=True)
+    _write_marker(_marker(dest), recipe, dest.stat().st_size)
+    return dest
+
+
+def _head_packets(source: Path, frames: int) -> int:
+    """The number of packets (decode order) before the first key frame at or after packet `frames`; all
+    of them when there is none."""
+    with av.open(str(source)) as container:
+        packets = (p for p in container.demux(container.streams.video[0]) if p.size)
+        total = 0
+        for index, packet in enumerate(packets):
+            if index >= max(frames, 1) and packet.is_keyframe:
+                return index
+            total = index + 1
+        return total
+
+
+def _remux_repeated(source: Path, dest: Path, times: int, packets: int | None = None):
+    """Write `times` copies of `source`'s first video stream's packets (its first `packets` only, when
+    given) into `dest`, each copy's timestamps shifted by the duration of the copies before it."""
+    span = _copy_duration(source) if times > 1 else 0
     with av.open(str(dest), "w") as out:
         out_stream = None
         for copy in range(times):
@@ -58,7 +97,8 @@ def _remux_repeated(source: Path, dest: Path, times: int):
                 stream = container.streams.video[0]
                 if out_stream is None:
                     out_stream = out.add_stream_from_template(stream)
-                for packet in _with_dts(p for p in container.demux(stream) if p.size):  # not the final empty one
+                demuxed = (p for p in container.demux(stream) if p.size)  # not the final empty one
+                for packet in _with_dts(itertools.islice(demuxed, packets)):
                     packet.pts = None if packet.pts is None else packet.pts + copy * span
                     packet.dts = None if packet.dts is None else packet.dts + copy * span
                     packet.stream = out_stream  # PyAV rescales from the source stream's time base

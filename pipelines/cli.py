@@ -18,7 +18,7 @@ from tca_core.synthetic import CATEGORIES, SyntheticVideo
 from tca_core.train import HELD_OUT_SEED
 
 from . import nightly
-from .export import youtube_vis_results
+from .export import write_youtube_vis_results
 from .generate import write_generated
 from .nightly import JobConfig, run_job
 from .output import decode_frames, read_masks
@@ -56,8 +56,8 @@ def demo(args) -> int:
     if summary["videos_ok"] != 1:
         print(f"the job failed: {summary['failures']}")
         return 1
-    masks = read_masks(out / "masks" / f"{path.name}.parquet")
-    overlay_path, sheet_path = render(path, masks, out)
+    masks_path = out / "masks" / f"{path.name}.parquet"
+    overlay_path, sheet_path = render(path, masks_path, out)
 
     print(
         f"frames: {summary['frames']} in {summary['seconds']:.1f} s, {summary['frames_per_second']:.2f} frames/s "
@@ -69,7 +69,7 @@ def demo(args) -> int:
             line += f"; TCA reassigned {summary['tca_reassigned']:.1%} of tokens per continued frame"
         print(line)
     if seed is not None:
-        accuracy = _accuracy_against_truth(seed, args.frames, masks)
+        accuracy = _accuracy_against_truth(seed, args.frames, read_masks(masks_path))  # a short video
         per_class = ", ".join(f"{name} {iou:.2f}" for name, iou in accuracy["per_class_iou"].items())
         print(
             f"accuracy on this generated video: mIoU {accuracy['miou']:.3f} ({per_class}), video AP {accuracy['ap']:.3f}"
@@ -135,17 +135,23 @@ def generate(args) -> int:
 
 
 def render_command(args) -> int:
-    """Draw a run's masks (a masks Parquet file) over its video."""
-    overlay_path, sheet_path = render(args.video, read_masks(args.masks), args.out, args.name)
+    """Draw a run's masks (a masks Parquet file, read by record batches) over its video."""
+    overlay_path, sheet_path = render(args.video, args.masks, args.out, args.name)
     print(f"rendered: {overlay_path}, {sheet_path}")
     return 0
 
 
 def export_command(args) -> int:
-    """Write a run's committed videos as YouTube-VIS results JSON."""
-    exported = youtube_vis_results(args.output, args.endpoint_url)
-    args.out.write_text(json.dumps(exported))
-    print(f"{len(exported['results'])} tracks of {len(exported['videos'])} videos -> {args.out}")
+    """Write a run's committed videos as YouTube-VIS results JSON, video after video (one video's tracks
+    in memory at a time); the file appears once complete."""
+    partial = args.out.with_name(args.out.name + ".partial")
+    try:
+        with partial.open("w") as out:
+            videos, tracks = write_youtube_vis_results(args.output, out, args.endpoint_url)
+        partial.replace(args.out)
+    finally:
+        partial.unlink(missing_ok=True)
+    print(f"{tracks} tracks of {videos} videos -> {args.out}")
     return 0
 
 

@@ -29,7 +29,6 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from tca_core.model import EMBEDDED_MODEL, image_processing, tuned_acceleration
@@ -37,10 +36,16 @@ from tca_core.model import EMBEDDED_MODEL, image_processing, tuned_acceleration
 from .commit import CommitPlan, commit_video
 from .errors import one_line, redact
 from .linking import IdLinker
-from .stages import Chunking, SegmentActor, decode_segment, probe_video, video_row, write_chunk
-from .storage import VideoRef, filesystem, join, list_videos, read_manifest, write_atomic
+from .stages import VIDEO_SCHEMA, Chunking, SegmentActor, decode_segment, probe_video, video_row, write_chunk
+from .storage import Output, VideoRef, list_videos, read_manifest, write_atomic
 
-MAX_VIDEO_BLOCKS = 1000  # the video list's blocks: probes run in parallel over at most this many
+# Videos travel in blocks (one probe task, one decode task, one write task per block): small files
+# share blocks, so that an archive of clips does not pay a task per stage per clip; a block holds at
+# most GROUP_BYTES of video (a large file travels alone) and GROUP_VIDEOS videos, and there are at
+# least GROUPS_PER_CPU blocks per CPU of the cluster, so that every core has work.
+GROUP_BYTES = 64 * 2**20
+GROUP_VIDEOS = 32
+GROUPS_PER_CPU = 4
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -83,8 +88,9 @@ class JobConfig:
     cpus_per_actor: float = 1.0
     torch_threads: int | None = None  # CPU inference threads per actor; None: Ray's (the declared CPUs)
     gpus_per_actor: float = 0.0
-    # An inference actor that dies (lost node, out of memory) is restarted and its batches retried,
-    # this many times each; beyond that the job stops and reports its unfinished videos failed.
+    # An inference actor that dies (lost node, out of memory) is restarted this many times, its
+    # batches retried until it is up again; beyond that the job stops and reports its unfinished
+    # videos failed. Commit tasks are retried max_task_retries times.
     max_actor_restarts: int = 3
     max_task_retries: int = 3
     force: bool = False
@@ -132,32 +138,6 @@ def videos_to_process(config: JobConfig) -> list[VideoRef]:
     if not config.input:
         raise ValueError("give --input (a prefix) or --manifest")
     return list_videos(config.input, config.include, config.exclude, config.endpoint_url)
-
-
-class Output:
-    """The run's output prefix: per-video tables, commit records and run manifests."""
-
-    def __init__(self, uri: str, endpoint_url=None):
-        self.uri = uri
-        self.fs, self.root = filesystem(uri, endpoint_url)
-
-    def path(self, *parts: str) -> str:
-        return join(self.root, *parts)
-
-    def committed_ids(self) -> set[str]:
-        """The ids of the videos with a commit record (one listing)."""
-        root = self.path("_commits")
-        found = self.fs.find(root) if self.fs.exists(root) else []
-        return {path[len(root) + 1 : -len(".json")] for path in found if path.endswith(".json")}
-
-    def committed(self, video_id: str) -> dict | None:
-        path = self.path("_commits", f"{video_id}.json")
-        return json.loads(self.fs.cat_file(path)) if self.fs.exists(path) else None
-
-    def write_table(self, rows: list[dict], schema: pa.Schema, *parts: str):
-        sink = pa.BufferOutputStream()
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), sink)
-        write_atomic(self.fs, self.path(*parts), sink.getvalue().to_pybytes())
 
 
 class VideoLedger:
@@ -353,9 +333,10 @@ def _dataset(config: JobConfig, todo: list[VideoRef]):
 
     settings = config.settings()
     chunking = Chunking(config.chunk_frames, config.overlap)
-    videos = [video_row(ref.video_id, ref.uri) for ref in todo]
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    blocks = [pa.Table.from_pylist(group, schema=VIDEO_SCHEMA) for group in video_groups(todo, cpus)]
     return (
-        ray.data.from_items(videos, override_num_blocks=min(len(videos), MAX_VIDEO_BLOCKS))
+        ray.data.from_arrow(blocks)
         # Probing reads a header and an index: I/O, a quarter of a CPU.
         .flat_map(
             probe_video,
@@ -382,11 +363,13 @@ def _dataset(config: JobConfig, todo: list[VideoRef]):
             compute=ray.data.ActorPoolStrategy(size=config.actors),
             num_cpus=config.cpus_per_actor,
             num_gpus=config.gpus_per_actor,
-            # Ray restarts a dead actor and retries its batches; Ray Data's defaults retry forever, which
-            # would loop on a batch that kills its actor every time. Ray 2.60 takes these only as
+            # Ray restarts a dead actor and retries its batches. The restarts are bounded (Ray Data's
+            # default restarts forever, which would loop on a batch that kills its actor every time);
+            # the retries are not, since a lost node's actor is unreachable for a while before Ray
+            # declares it dead, and every try in that window counts. Ray 2.60 takes these only as
             # ray_remote_args.
             max_restarts=config.max_actor_restarts,
-            max_task_retries=config.max_task_retries,
+            max_task_retries=-1 if config.max_actor_restarts else 0,
         )
         # RLE encoding and writing the parts: light, a quarter of a CPU, so it interleaves with decoding.
         .map(
@@ -400,6 +383,22 @@ def _dataset(config: JobConfig, todo: list[VideoRef]):
             num_cpus=0.25,
         )
     )
+
+
+def video_groups(todo: list[VideoRef], cpus: int) -> list[list[dict]]:
+    """The videos to process as blocks of rows (`video_row`), in order: consecutive videos share a
+    block while it holds at most GROUP_BYTES (sizes unknown count as 0) and a share of the videos
+    that leaves GROUPS_PER_CPU blocks per CPU, and never more than GROUP_VIDEOS."""
+    most = max(1, min(GROUP_VIDEOS, len(todo) // max(cpus * GROUPS_PER_CPU, 1)))
+    groups, size = [], 0
+    for ref in todo:
+        bytes_ = ref.size or 0
+        if not groups or len(groups[-1]) >= most or size + bytes_ > GROUP_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(video_row(ref.video_id, ref.uri))
+        size += bytes_
+    return groups
 
 
 def _torch_threads(config: JobConfig) -> int | None:

@@ -27,8 +27,9 @@ from botocore.exceptions import BotoCoreError
 
 from tca_core import rle
 from tca_core.config import AccelerationConfig
-from tca_core.segmenter import Clip, VideoSegmenter
 
+# tca_core.segmenter (torch, transformers: seconds and hundreds of MB per process) is imported by the
+# inference actor only: the probe, decode and write tasks run in Ray workers that never need it.
 from .errors import one_line
 from .output import FRAMES_SCHEMA, MASKS_SCHEMA, frame_row, mask_row
 from .storage import filesystem, join, write_atomic
@@ -49,8 +50,11 @@ class Chunking:
 # --- rows that cross stage boundaries ---------------------------------------------------------
 
 
+VIDEO_SCHEMA = pa.schema([("video_id", pa.string()), ("uri", pa.string())])
+
+
 def video_row(video_id: str, uri: str) -> dict:
-    """Into probe_video: a video to process."""
+    """Into probe_video: a video to process (VIDEO_SCHEMA)."""
     return dict(video_id=video_id, uri=uri)
 
 
@@ -293,6 +297,8 @@ class SegmentActor:
     def __init__(self, model: str, settings: dict, torch_threads: int | None = None, kill_once: str | None = None):
         import torch
 
+        from tca_core.segmenter import VideoSegmenter
+
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
         options = dict(
@@ -352,6 +358,8 @@ class SegmentActor:
         )
 
     def _segment(self, video_id: str, first: int, frames: np.ndarray) -> list:
+        from tca_core.segmenter import Clip
+
         results = []
         for offset in range(0, len(frames), self.clip_frames):
             clip = Clip(video_id, first + offset, np.ascontiguousarray(frames[offset : offset + self.clip_frames]))

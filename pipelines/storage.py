@@ -9,9 +9,10 @@ import json
 import os
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import fsspec
+import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
@@ -24,6 +25,7 @@ class VideoRef:
 
     video_id: str
     uri: str
+    size: int | None = field(default=None, compare=False)  # bytes, when the listing gave it
 
 
 def filesystem(uri: str, endpoint_url: str | None = None):
@@ -62,12 +64,13 @@ def list_videos(prefix: str, include=VIDEO_PATTERNS, exclude=(), endpoint_url=No
         raise ValueError(f"input {prefix} is not a directory or prefix")
     scheme = prefix.split("://", 1)[0] + "://" if "://" in prefix else ""
     refs = []
-    for path in sorted(fs.find(root)):
+    found = fs.find(root, detail=True)
+    for path in sorted(found):
         relative = path[len(root.rstrip("/")) + 1 :]
         if any(fnmatch.fnmatch(relative, g) for g in include) and not any(
             fnmatch.fnmatch(relative, g) for g in exclude
         ):
-            refs.append(VideoRef(relative, scheme + path))
+            refs.append(VideoRef(relative, scheme + path, found[path].get("size")))
     return refs
 
 
@@ -133,3 +136,33 @@ def atomic_writer(fs, path: str):
             handle.discard() if hasattr(handle, "discard") else None  # abort the multipart upload
             raise
         handle.close()
+
+
+class Output:
+    """The run's output prefix: per-video tables, commit records and run manifests (docs/output.md).
+    Here rather than in `pipelines.nightly` (which re-exports it) so that the readers of an output
+    (validate, export) need not import the job and its model code."""
+
+    def __init__(self, uri: str, endpoint_url=None):
+        self.uri = uri
+        self.fs, self.root = filesystem(uri, endpoint_url)
+
+    def path(self, *parts: str) -> str:
+        """The path (without scheme) of `parts` under the output prefix, for `fs`."""
+        return join(self.root, *parts)
+
+    def committed_ids(self) -> set[str]:
+        """The ids of the videos with a commit record (one listing)."""
+        root = self.path("_commits")
+        found = self.fs.find(root) if self.fs.exists(root) else []
+        return {path[len(root) + 1 : -len(".json")] for path in found if path.endswith(".json")}
+
+    def committed(self, video_id: str) -> dict | None:
+        """The video's commit record, or None when it has none."""
+        path = self.path("_commits", f"{video_id}.json")
+        return json.loads(self.fs.cat_file(path)) if self.fs.exists(path) else None
+
+    def write_table(self, rows: list[dict], schema: pa.Schema, *parts: str):
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), sink)
+        write_atomic(self.fs, self.path(*parts), sink.getvalue().to_pybytes())
