@@ -46,6 +46,10 @@ from .storage import Output, VideoRef, list_videos, read_manifest, write_atomic
 GROUP_BYTES = 64 * 2**20
 GROUP_VIDEOS = 32
 GROUPS_PER_CPU = 4
+# Ray Data cuts a task's output into blocks of about this size (its default is 128 MB): one decoded
+# chunk of any real video (64 frames of 320x240 are 14 MB) fills a block, so chunks flow to the actor
+# and the writer one by one, rather than a whole low-resolution video at once.
+BLOCK_BYTES = 2**20
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -129,6 +133,8 @@ def processing_size(model: str, short_side: int | None) -> dict:
         height=processing.height,
         width=processing.width,
         size_divisor=processing.size_divisor,
+        image_mean=list(processing.image_mean),  # normalisation changes the output too: in the signature
+        image_std=list(processing.image_std),
     )
 
 
@@ -210,6 +216,7 @@ class RunState:
     reassigned: list[float] = field(default_factory=lambda: [0.0, 0])  # sum, frames
     token_ratio: list[float] = field(default_factory=lambda: [0.0, 0])
     first_output: float = 0.0
+    frames_resumed: int = 0  # frames taken from an interrupted run's chunks
 
     def record(self, ledger: VideoLedger, status: str, frames: int, reason: str):
         wall = time.perf_counter() - ledger.started
@@ -276,7 +283,9 @@ def run_job(config: JobConfig, progress: bool = True) -> dict:
         if todo:
             _quiet(config)
             console = Console(progress, len(todo))
-            unfinished = _stream(_dataset(config, todo), output, state, console, begin)
+            done = _resume(output, todo, state, console)
+            streamed = [ref for ref in todo if state.ledgers.get(ref.video_id, True) is not None]
+            unfinished = _stream(_dataset(config, streamed, done), output, state, console, begin)
             _wait_for_commits(state, console)
             console.close()
             _report_unfinished(todo, state, unfinished)
@@ -309,13 +318,15 @@ def _videos_to_do(config: JobConfig, output: Output, state: RunState) -> list[Vi
 
 
 def _quiet(config: JobConfig):
-    """Ray Data's per-operator progress bars and log lines off, unless --verbose."""
+    """Ray Data's block size (BLOCK_BYTES); its per-operator progress bars and log lines off, unless
+    --verbose."""
     import ray
 
     if not config.verbose:  # Ray's deprecation notices about its own arguments are not the user's business
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="ray")
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
     context = ray.data.DataContext.get_current()
+    context.target_max_block_size = BLOCK_BYTES
     context.enable_progress_bars = config.verbose
     context.print_on_execution_start = config.verbose
     if not config.verbose:
@@ -327,14 +338,15 @@ def _ray_log_level(config: JobConfig) -> int:
     return logging.INFO if config.verbose else logging.ERROR
 
 
-def _dataset(config: JobConfig, todo: list[VideoRef]):
-    """The stream: videos -> segments -> chunks -> segmented chunks -> written chunks (small rows)."""
+def _dataset(config: JobConfig, todo: list[VideoRef], done: dict[str, list]):
+    """The stream: videos -> segments -> chunks -> segmented chunks -> written chunks (small rows);
+    `done`: per video, the chunks an interrupted run already wrote (not segmented again)."""
     import ray
 
     settings = config.settings()
     chunking = Chunking(config.chunk_frames, config.overlap)
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    blocks = [pa.Table.from_pylist(group, schema=VIDEO_SCHEMA) for group in video_groups(todo, cpus)]
+    blocks = [pa.Table.from_pylist(group, schema=VIDEO_SCHEMA) for group in video_groups(todo, cpus, done)]
     return (
         ray.data.from_arrow(blocks)
         # Probing reads a header and an index: I/O, a quarter of a CPU.
@@ -378,6 +390,7 @@ def _dataset(config: JobConfig, todo: list[VideoRef]):
                 output=config.output,
                 labels=_labels(config.model),
                 overlap=config.overlap,
+                signature=config.signature(),
                 endpoint_url=config.endpoint_url,
             ),
             num_cpus=0.25,
@@ -385,10 +398,12 @@ def _dataset(config: JobConfig, todo: list[VideoRef]):
     )
 
 
-def video_groups(todo: list[VideoRef], cpus: int) -> list[list[dict]]:
-    """The videos to process as blocks of rows (`video_row`), in order: consecutive videos share a
-    block while it holds at most GROUP_BYTES (sizes unknown count as 0) and a share of the videos
-    that leaves GROUPS_PER_CPU blocks per CPU, and never more than GROUP_VIDEOS."""
+def video_groups(todo: list[VideoRef], cpus: int, done: dict[str, list] | None = None) -> list[list[dict]]:
+    """The videos to process as blocks of rows (`video_row`, with the chunks in `done` already
+    written), in order: consecutive videos share a block while it holds at most GROUP_BYTES (sizes
+    unknown count as 0) and a share of the videos that leaves GROUPS_PER_CPU blocks per CPU, and
+    never more than GROUP_VIDEOS."""
+    done = done or {}
     most = max(1, min(GROUP_VIDEOS, len(todo) // max(cpus * GROUPS_PER_CPU, 1)))
     groups, size = [], 0
     for ref in todo:
@@ -396,7 +411,7 @@ def video_groups(todo: list[VideoRef], cpus: int) -> list[list[dict]]:
         if not groups or len(groups[-1]) >= most or size + bytes_ > GROUP_BYTES:
             groups.append([])
             size = 0
-        groups[-1].append(video_row(ref.video_id, ref.uri))
+        groups[-1].append(video_row(ref.video_id, ref.uri, done.get(ref.video_id)))
         size += bytes_
     return groups
 
@@ -423,6 +438,37 @@ def _stream(dataset, output: Output, state: RunState, console: Console, begin: f
     except Exception as error:  # e.g. an actor that kept dying: report what is unfinished, keep the rest
         return f"the job's stream stopped before this video was done: {one_line(error)}"
     return "not every frame came out of the job's stream"
+
+
+RECORDS_PER_READ = 512  # chunk records read at once when resuming (a few KB each)
+
+
+def _resume(output: Output, todo: list[VideoRef], state: RunState, console: Console) -> dict[str, list]:
+    """Take the chunks that an interrupted run with the same signature wrote (their records under
+    _parts/, one listing): they enter their videos' ledgers as if just written, and a video they
+    complete is committed now. Returns, per video still to stream, the [start, stop) of its chunks
+    already written."""
+    sizes, done = {ref.video_id: ref.size for ref in todo}, {}
+    for video_id, paths in output.chunk_records().items():
+        if video_id not in sizes:
+            continue
+        for start in range(0, len(paths), RECORDS_PER_READ):
+            for row in _usable(output.fs.cat(paths[start : start + RECORDS_PER_READ]), state, sizes[video_id]):
+                state.frames_resumed += int(row["frames_written"])
+                _take(row, output, state, console)
+                done.setdefault(video_id, []).append([int(row["start"]), int(row["stop"])])
+    return done
+
+
+def _usable(records: dict[str, bytes], state: RunState, size: int | None) -> list[dict]:
+    """The chunk records written with this run's signature, of the same file (its size, when the
+    listing gave it), one per chunk (a retried chunk's first record), in frame order."""
+    rows: dict[int, dict] = {}
+    for _, data in sorted(records.items()):
+        row = json.loads(data)
+        if row.get("signature") == state.signature and size in (None, row.get("source_bytes")):
+            rows.setdefault(int(row["start"]), row)
+    return [rows[start] for start in sorted(rows)]
 
 
 def _take(row: dict, output: Output, state: RunState, console: Console):
@@ -497,6 +543,7 @@ def _write_summary(output: Output, state: RunState, seconds: float) -> dict:
         videos_failed=statuses.count("failed"),
         videos_skipped=statuses.count("skipped"),
         frames=state.frames_done,
+        frames_resumed=state.frames_resumed,
         seconds=seconds,
         frames_per_second=state.frames_done / seconds if state.frames_done else 0.0,
         first_output_seconds=state.first_output,  # start-up: Ray, probing, loading the model, the first chunk

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError
 
 from tca_core import rle
@@ -32,7 +31,7 @@ from tca_core.config import AccelerationConfig
 # inference actor only: the probe, decode and write tasks run in Ray workers that never need it.
 from .errors import one_line
 from .output import FRAMES_SCHEMA, MASKS_SCHEMA, frame_row, mask_row
-from .storage import filesystem, join, write_atomic
+from .storage import filesystem, join, write_atomic, write_parquet
 from .video_io import ByteSource, PacketTable, StreamParams, decode_frames, decoder_message, probe
 from .video_io import stream_frames as _stream_frames
 
@@ -50,21 +49,25 @@ class Chunking:
 # --- rows that cross stage boundaries ---------------------------------------------------------
 
 
-VIDEO_SCHEMA = pa.schema([("video_id", pa.string()), ("uri", pa.string())])
+VIDEO_SCHEMA = pa.schema([("video_id", pa.string()), ("uri", pa.string()), ("done", pa.string())])
 
 
-def video_row(video_id: str, uri: str) -> dict:
-    """Into probe_video: a video to process (VIDEO_SCHEMA)."""
-    return dict(video_id=video_id, uri=uri)
+def video_row(video_id: str, uri: str, done: list[list[int]] | None = None) -> dict:
+    """Into probe_video: a video to process (VIDEO_SCHEMA); `done`: the [start, stop) of its chunks
+    already written by an earlier, interrupted run with the same settings (not segmented again)."""
+    return dict(video_id=video_id, uri=uri, done=json.dumps(done or []))
 
 
 def segment_row(video: dict, error: str = "", **fields) -> dict:
     """probe_video -> decode_segment: frames [first, stop) of a video to decode, [start, stop) its own
     (first..start-1 warm up its first chunk); `table` the packets to decode and, as `wanted`, the
-    presentation times of frames first..stop-1 (JSON; empty: stream the whole file)."""
+    presentation times of frames first..stop-1 (JSON; empty: stream the whole file); `done` the
+    [start, stop) of its chunks already written (JSON), decoded for their frames but not segmented."""
     row = dict(
         video_id=video["video_id"],
         uri=video["uri"],
+        source_bytes=0,
+        done="[]",
         first=0,
         start=0,
         stop=UNKNOWN,
@@ -83,7 +86,7 @@ def segment_row(video: dict, error: str = "", **fields) -> dict:
 
 def chunk_row(segment: dict, warm_start: int, start: int, stop: int, frames: np.ndarray, times: list[float]) -> dict:
     """decode_segment -> SegmentActor: frames warm_start..stop-1 (uint8 THWC), start..stop-1 its own."""
-    keys = ("video_id", "uri", "frames_total", "estimated_frames", "fps", "height", "width", "error")
+    keys = ("video_id", "uri", "source_bytes", "frames_total", "estimated_frames", "fps", "height", "width", "error")
     return dict(
         {key: segment[key] for key in keys},
         warm_start=warm_start,
@@ -123,24 +126,27 @@ class VideoProber:
 
     def __call__(self, video: dict) -> list[dict]:
         try:
-            found = probe(_source(video["uri"], self.endpoint_url))
+            source = _source(video["uri"], self.endpoint_url)
+            found = probe(source)
         except Exception as error:  # any failure is this video's, reported and not raised
             return [segment_row(video, error=f"{video['uri']}: cannot decode: {_failure(error)}")]
         info = found.info
         common = dict(
+            source_bytes=source.size,
             fps=info.fps,
             height=info.height,
             width=info.width,
             estimated_frames=info.estimated_frames,
             params=json.dumps(_params_dict(found.params)),
         )
-        if found.table is None:
-            return [segment_row(video, **common)]
+        done = json.loads(video["done"] or "[]")
+        if found.table is None:  # one segment, streamed: its written chunks are decoded, not segmented
+            return [segment_row(video, done=json.dumps(sorted(done)), **common)]
         common["frames_total"] = info.frames
         rows = []
-        segments = plan_segments(found.table, info.frames, self.chunking)
-        cuts = found.table.cuts([(first, stop) for first, _, stop in segments])
-        for (first, start, stop), (table, wanted) in zip(segments, cuts):
+        segments = _to_redo(plan_segments(found.table, info.frames, self.chunking), done)
+        cuts = found.table.cuts([(first, stop) for first, _, stop, _ in segments])
+        for (first, start, stop, done), (table, wanted) in zip(segments, cuts):
             rows.append(
                 segment_row(
                     video,
@@ -148,6 +154,7 @@ class VideoProber:
                     start=start,
                     stop=stop,
                     table=json.dumps(table.to_dict() | {"wanted": wanted}),
+                    done=json.dumps(done),
                     **common,
                 )
             )
@@ -170,6 +177,20 @@ def plan_segments(table: PacketTable, frames: int, chunking: Chunking) -> list[t
         stop = frames if i + 1 == len(cuts) else cuts[i + 1] + chunking.overlap
         segments.append((key, start, stop))
     return segments
+
+
+def _to_redo(segments: list[tuple[int, int, int]], done: list[list[int]]) -> list[tuple]:
+    """(first, start, stop, its chunks already written) of each segment with frames still to segment;
+    the segments whose own frames were all written are left out (all are kept if every one was, so
+    that the video still comes through the stream)."""
+    planned = []
+    for first, start, stop in segments:
+        inside = sorted({(a, b) for a, b in done if start <= a < b <= stop})
+        covered = sum(b - a for a, b in inside) == stop - start  # written chunks never overlap
+        planned.append((first, start, stop, inside, covered))
+    if all(covered for *_, covered in planned):
+        return [(first, start, stop, []) for first, start, stop, _, _ in planned]
+    return [(first, start, stop, inside) for first, start, stop, inside, covered in planned if not covered]
 
 
 def _params_dict(params: StreamParams) -> dict:
@@ -236,6 +257,7 @@ class _Chunker:
         self.warm: list[tuple[np.ndarray, float]] = []  # frames before the chunk being filled
         self.own: list[tuple[np.ndarray, float]] = []
         self.pending: dict | None = None  # a full chunk held back until it is known not to be the last
+        self.done = {tuple(span) for span in json.loads(segment.get("done") or "[]")}  # written before
 
     def add(self, frame: np.ndarray, seconds: float, begin: float):
         index = self.next_frame
@@ -258,9 +280,11 @@ class _Chunker:
         return chunk_row(self.segment, start - len(self.warm), start, stop, frames, [s for _, s in pairs])
 
     def _release(self, begin: float):
+        """Yield the chunk held back, unless an earlier run wrote it (the next chunk warms up afresh)."""
         if self.pending is not None:
             self.pending["decode_seconds"] = time.perf_counter() - begin
-            yield self.pending
+            if (self.pending["start"], self.pending["stop"]) not in self.done:
+                yield self.pending
             self.pending = None
 
     def finish(self, begin: float):
@@ -388,6 +412,7 @@ SEGMENTED_CHUNK_SCHEMA = pa.schema(
     [
         ("video_id", pa.string()),
         ("uri", pa.string()),
+        ("source_bytes", pa.int64()),
         ("warm_start", pa.int64()),
         ("start", pa.int64()),
         ("stop", pa.int64()),
@@ -438,8 +463,8 @@ def _frame_fields(result) -> dict:
 
 def written_row(chunk: dict, **fields) -> dict:
     """ChunkWriter -> driver: a chunk written as parts (no masks: paths, counts, the boundary summary)."""
-    keys = ("video_id", "uri", "start", "stop", "last", "frames_total", "estimated_frames", "fps", "height", "width")
-    row = {key: chunk[key] for key in keys}
+    keys = ("video_id", "uri", "source_bytes", "start", "stop", "last", "frames_total", "estimated_frames", "fps")
+    row = {key: chunk[key] for key in (*keys, "height", "width")}
     row.update(
         lineage=chunk.get("lineage", ""),
         parts="",  # JSON: {"frames": path, "masks": path}
@@ -461,11 +486,13 @@ class ChunkWriter:
     """COCO-RLE encodes a segmented chunk and writes its own frames as two Parquet parts (frames,
     masks; instance ids still local to its lineage) under <output>/_parts/<video_id>/; returns the
     chunk's boundary summary (its warm-up frames and its last `overlap` frames: local ids and
-    RLEs), from which the driver links ids across chunks."""
+    RLEs), from which the driver links ids across chunks. The same row, with the run's `signature`,
+    is written last as the chunk's record (_parts/<video_id>/chunks/), from which a rerun after an
+    interruption takes the chunk instead of segmenting it again."""
 
-    def __init__(self, output: str, labels: dict[int, str], overlap: int, endpoint_url: str | None = None):
+    def __init__(self, output: str, labels: dict[int, str], overlap: int, signature: str, endpoint_url=None):
         self.fs, self.root = filesystem(output, endpoint_url)
-        self.labels, self.overlap = labels, overlap
+        self.labels, self.overlap, self.signature = labels, overlap, signature
 
     def __call__(self, chunk: dict) -> dict:
         if chunk["error"]:
@@ -500,11 +527,11 @@ class ChunkWriter:
                 )
             )
             stats.add(frame)
-        name = f"{int(chunk['start']):010d}-{chunk['lineage']}.parquet"
-        parts = {kind: join(self.root, "_parts", chunk["video_id"], kind, name) for kind in ("frames", "masks")}
-        _write_parquet(self.fs, parts["frames"], frames, FRAMES_SCHEMA)
-        _write_parquet(self.fs, parts["masks"], masks, MASKS_SCHEMA)  # instance ids local until committed
-        return written_row(
+        name = f"{int(chunk['start']):010d}-{chunk['lineage']}"
+        parts = {kind: join(self.root, "_parts", chunk["video_id"], kind, f"{name}.parquet") for kind in PART_KINDS}
+        write_parquet(self.fs, parts["frames"], frames, FRAMES_SCHEMA)
+        write_parquet(self.fs, parts["masks"], masks, MASKS_SCHEMA)  # instance ids local until committed
+        written = written_row(
             chunk,
             parts=json.dumps(parts),
             boundary=json.dumps(boundary),
@@ -512,6 +539,9 @@ class ChunkWriter:
             masks_written=len(masks),
             **stats.fields(),
         )
+        record = json.dumps(dict(written, signature=self.signature), default=_plain).encode()
+        write_atomic(self.fs, join(self.root, "_parts", chunk["video_id"], "chunks", f"{name}.json"), record)
+        return written
 
     def _mask_rows(self, chunk: dict, frame: dict, instances: list, height: int, width: int) -> list[dict]:
         fields = (chunk["video_id"], chunk["uri"], int(frame["frame_index"]), float(frame["timestamp"]), height, width)
@@ -526,6 +556,14 @@ class ChunkWriter:
                 counts = rle.encode(labels == c)["counts"]
                 rows.append(mask_row(*fields, counts, None, int(c), self.labels.get(int(c), str(c)), None))
         return rows
+
+
+PART_KINDS = ("frames", "masks")
+
+
+def _plain(value):
+    """A numpy scalar (as rows from Ray Data's batches hold) as the Python value JSON can write."""
+    return value.item()
 
 
 def _rles(frame: dict, height: int, width: int) -> list[tuple]:
@@ -561,12 +599,6 @@ class _Stats:
         )
 
 
-def _write_parquet(fs, path: str, rows: list[dict], schema: pa.Schema):
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), sink)
-    write_atomic(fs, path, sink.getvalue().to_pybytes())
-
-
 # Ray Data runs these three stages as tasks (callable classes would need actors): one call per row.
 
 
@@ -578,5 +610,5 @@ def decode_segment(segment: dict, chunking: Chunking, endpoint_url: str | None =
     yield from SegmentDecoder(chunking, endpoint_url)(segment)
 
 
-def write_chunk(chunk: dict, output: str, labels: dict, overlap: int, endpoint_url: str | None = None) -> dict:
-    return ChunkWriter(output, labels, overlap, endpoint_url)(chunk)
+def write_chunk(chunk: dict, output: str, labels: dict, overlap: int, signature: str, endpoint_url=None) -> dict:
+    return ChunkWriter(output, labels, overlap, signature, endpoint_url)(chunk)

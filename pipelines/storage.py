@@ -113,6 +113,13 @@ def write_atomic(fs, path: str, data: bytes):
         fs.pipe_file(path, data)
 
 
+def write_parquet(fs, path: str, rows: list[dict], schema: pa.Schema):
+    """Write `rows` as one Parquet file at `path`, all at once (write_atomic)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), sink)
+    write_atomic(fs, path, sink.getvalue().to_pybytes())
+
+
 @contextmanager
 def atomic_writer(fs, path: str):
     """A binary file to write `path` through, appearing whole when the block ends (and not at all on an
@@ -157,12 +164,22 @@ class Output:
         found = self.fs.find(root) if self.fs.exists(root) else []
         return {path[len(root) + 1 : -len(".json")] for path in found if path.endswith(".json")}
 
+    def chunk_records(self) -> dict[str, list[str]]:
+        """video id -> the paths of its chunk records under _parts/ (written chunks of videos not yet
+        committed), in frame order; one listing."""
+        root = self.path("_parts")
+        found = self.fs.find(root) if self.fs.exists(root) else []
+        records: dict[str, list[str]] = {}
+        for path in sorted(found):
+            video_id, folder, name = path[len(root) + 1 :].rpartition("/chunks/")
+            if folder and name.endswith(".json"):
+                records.setdefault(video_id, []).append(path)
+        return records
+
     def committed(self, video_id: str) -> dict | None:
         """The video's commit record, or None when it has none."""
         path = self.path("_commits", f"{video_id}.json")
         return json.loads(self.fs.cat_file(path)) if self.fs.exists(path) else None
 
     def write_table(self, rows: list[dict], schema: pa.Schema, *parts: str):
-        sink = pa.BufferOutputStream()
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), sink)
-        write_atomic(self.fs, self.path(*parts), sink.getvalue().to_pybytes())
+        write_parquet(self.fs, self.path(*parts), rows, schema)

@@ -2,10 +2,13 @@
 
 import os
 import socket
+import threading
 from contextlib import contextmanager
 
 import numpy as np
 import torch
+
+from benchmarks.s3proxy import S3Proxy
 
 
 def random_frames(num_frames, height, width, seed=0):
@@ -73,97 +76,34 @@ def moto_s3():
         server.stop()
 
 
-class FlakyProxy:
-    """An HTTP proxy on localhost in front of an S3 endpoint that fails chosen requests before they
-    reach it, as a bad network or an overloaded store does.
+class FlakyProxy(S3Proxy):
+    """An S3Proxy (benchmarks/s3proxy.py: forwards and records every request) that fails chosen
+    requests before they reach the store, as a bad network or an overloaded store does.
 
     `fail_every = n`: every n-th request fails, alternately with a 503 and a dropped connection.
     `fail_writes_under = ("bucket/prefix", ...)`: every PUT of a key under one of them gets a 503;
     `fail_reads_under`: the same for GET and HEAD.
-    `failures` lists (method, path, how) for each failed request. Use as a context manager; `url`
-    is the endpoint to give clients.
+    `failures` lists (method, "bucket/key", how) for each failed request; `seen` counts requests.
+    Use as a context manager; `url` is the endpoint to give clients.
     """
 
     def __init__(self, target: str, fail_every: int = 0, fail_writes_under=(), fail_reads_under=()):
-        import http.client
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-        from urllib.parse import urlsplit
-
+        super().__init__(target)
         self.fail_every, self.fail_writes_under, self.fail_reads_under = fail_every, fail_writes_under, fail_reads_under
         self.failures: list[tuple[str, str, str]] = []
-        self.requests = 0
-        lock, proxy, target_host = threading.Lock(), self, urlsplit(target).netloc
+        self.seen = 0
+        self._lock = threading.Lock()
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as S3 clients expect
-
-            def log_message(self, *args):
-                pass
-
-            def handle_one(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                how = proxy._decide(self.command, self.path, lock)
-                if how == "drop":
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                if how == "503":
-                    error = b"<Error><Code>ServiceUnavailable</Code><Message>injected</Message></Error>"
-                    self.send_response(503)
-                    self.send_header("Content-Length", str(len(error)))
-                    self.end_headers()
-                    if self.command != "HEAD":  # a body after a HEAD answer would be read as the next response
-                        self.wfile.write(error)
-                    return
-                upstream = http.client.HTTPConnection(target_host, timeout=60)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "expect"}
-                upstream.request(self.command, self.path, body=body, headers=headers)
-                response = upstream.getresponse()
-                data = response.read()
-                self.send_response(response.status)
-                for key, value in response.getheaders():
-                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(key, value)
-                length = response.getheader("Content-Length") if self.command == "HEAD" else None
-                self.send_header("Content-Length", length or str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                upstream.close()
-
-            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = handle_one
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def _decide(self, method: str, path: str, lock) -> str:
-        """'503', 'drop' or '' (forward) for a request."""
-        with lock:
-            self.requests += 1
+    def fault(self, method: str, path: str) -> str:
+        """'503', 'drop' or '' (forward) for a request to `path` ("bucket/key")."""
+        with self._lock:
+            self.seen += 1
+            under = {"PUT": self.fail_writes_under, "GET": self.fail_reads_under, "HEAD": self.fail_reads_under}
             how = ""
-            key = path.lstrip("/").split("?", 1)[0]
-            under = (
-                self.fail_writes_under
-                if method == "PUT"
-                else self.fail_reads_under
-                if method in ("GET", "HEAD")
-                else ()
-            )
-            if any(key.startswith(prefix) for prefix in under):
+            if any(path.startswith(prefix) for prefix in under.get(method, ())):
                 how = "503"
-            elif self.fail_every and self.requests % self.fail_every == 0:
-                how = "503" if (self.requests // self.fail_every) % 2 else "drop"
+            elif self.fail_every and self.seen % self.fail_every == 0:
+                how = "503" if (self.seen // self.fail_every) % 2 else "drop"
             if how:
                 self.failures.append((method, path, how))
             return how
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()

@@ -18,6 +18,7 @@ from pipelines.export import youtube_vis_results
 from pipelines.nightly import JobConfig, main, run_job
 from pipelines.output import decode_frames
 from pipelines.storage import filesystem, join
+from pipelines.validate import validate
 from pipelines.video_io import write_mp4
 from tca_core import rle
 from tca_core.synthetic import moving_disc_clip
@@ -198,3 +199,55 @@ def test_instance_run_on_a_real_video_with_the_shipped_model(local_ray, tmp_path
     masks = pq.read_table(tmp_path / "out" / "masks" / "milk.mkv.parquet")
     for frame in decode_frames(masks.slice(0, 40)).values():
         assert all(mask.shape == (480, 640) for *_, mask in frame.instances)
+
+
+def _job_command(archive: Path, out: Path, model: str, *options: str) -> list[str]:
+    return [sys.executable, "-m", "pipelines.nightly", "--input", str(archive), "--output", str(out)] + [
+        "--model",
+        model,
+        *options,
+    ]
+
+
+def _summary(out: Path) -> dict:
+    """The summary of the newest run under `out`."""
+    return json.loads(sorted((out / "manifests").glob("*.summary.json"))[-1].read_text())
+
+
+def test_a_long_recording_killed_midway_resumes_from_its_written_chunks(disc_model, tmp_path):
+    """A job killed in the middle of a long recording (4 groups of pictures, 61 chunks) leaves its
+    written chunks; the rerun segments only the rest, links ids across the gap, and commits every
+    frame exactly once, one disc with one id throughout."""
+    model_dir, archive, out = tmp_path / "disc_model", tmp_path / "in", tmp_path / "out"
+    disc_model.save_pretrained(model_dir)
+    frames, truth = moving_disc_clip(960, 64, 96, seed=700)
+    write_mp4(archive / "long.mp4", frames, fps=24)  # x264's default: a key frame every 250 frames
+    command = _job_command(archive, out, str(model_dir), "--chunk-frames", "16", "--clip-frames", "8")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    records = out / "_parts" / "long.mp4" / "chunks"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None and len(list(records.glob("*.json"))) < 20:
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    written = [json.loads(path.read_text()) for path in records.glob("*.json")]
+    assert len(written) >= 20 and not (out / "_commits").exists(), len(written)
+    stored = sum(record["frames_written"] for record in written)
+
+    resumed = subprocess.run(command, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = _summary(out)
+    assert summary["videos_ok"] == 1 and summary["frames"] == 960, summary
+    assert summary["frames_resumed"] == stored < 960, summary  # every written chunk taken, none redone
+    masks = decode_frames(pq.read_table(out / "masks" / "long.mp4.parquet"))
+    assert sorted(masks) == list(range(960))
+    ids = set()
+    for index, frame in masks.items():
+        assert len(frame.instances) == 1, index
+        instance_id, _, _, _, mask = frame.instances[0]
+        assert (mask & truth[index]).sum() / (mask | truth[index]).sum() > 0.8, index
+        ids.add(instance_id)
+    assert ids == {1}  # linked across the chunks the killed run wrote and those the rerun did
+    assert not (out / "_parts" / "long.mp4").exists()
+    report = validate(str(out))
+    assert report.ok and report.frames_lost == 0 and report.frames_duplicated == 0, report.text()

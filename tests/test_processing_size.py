@@ -188,3 +188,19 @@ def test_an_unreadable_or_unsupported_config_is_an_error_naming_the_file(checkpo
     write_config(checkpoint, size={"max_height": 64, "max_width": 64})
     with pytest.raises(ValueError, match=f"{checkpoint / PREPROCESSOR_CONFIG}: unsupported .*max_height"):
         image_processing(checkpoint)
+
+
+def test_the_job_signature_changes_with_the_checkpoints_normalisation_and_size(checkpoint):
+    """A rerun after the checkpoint's preprocessor config changed recomputes its videos."""
+    from pipelines.nightly import JobConfig, processing_size
+
+    signatures = []
+    for config in (
+        dict(size={"shortest_edge": 48}),
+        dict(size={"shortest_edge": 48}, image_mean=[0.5, 0.5, 0.5]),
+        dict(size={"shortest_edge": 64}, image_mean=[0.5, 0.5, 0.5]),
+    ):
+        write_config(checkpoint, **config)
+        processing_size.cache_clear()  # one process reads a checkpoint's config once
+        signatures.append(JobConfig(model=str(checkpoint)).signature())
+    assert len(set(signatures)) == 3

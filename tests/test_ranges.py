@@ -14,7 +14,7 @@ from helpers import moto_s3
 
 from benchmarks.recordings import long_recording
 from benchmarks.s3proxy import CountingProxy
-from pipelines.stages import Chunking, decode_segment, probe_video
+from pipelines.stages import Chunking, decode_segment, probe_video, video_row
 from pipelines.storage import filesystem
 from pipelines.video_io import PacketTable, open_video
 
@@ -51,7 +51,7 @@ def test_a_segment_fetches_only_the_byte_ranges_of_its_packets(recording, s3_rec
     size, chunking = recording.stat().st_size, Chunking(64, 4)
     uri = f"s3://{KEY}"
     with CountingProxy(s3_recording) as proxy:
-        segments = probe_video(dict(video_id="recording.mp4", uri=uri), chunking, proxy.url)
+        segments = probe_video(video_row("recording.mp4", uri), chunking, proxy.url)
         probed = proxy.bytes_read(KEY)
         assert not segments[0]["error"] and len(segments) > 4
         assert probed < 0.05 * size, f"the probe read {probed} of {size} bytes"
@@ -76,7 +76,7 @@ def test_a_whole_video_is_read_once_whatever_its_segments(recording, s3_recordin
     for chunk_frames in (16, 64, 1000):
         chunking = Chunking(chunk_frames, 4)
         with CountingProxy(s3_recording) as proxy:
-            segments = probe_video(dict(video_id="recording.mp4", uri=f"s3://{KEY}"), chunking, proxy.url)
+            segments = probe_video(video_row("recording.mp4", f"s3://{KEY}"), chunking, proxy.url)
             checked = 0
             for segment in segments:
                 for chunk in decode_segment(segment, chunking, proxy.url):

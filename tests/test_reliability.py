@@ -23,7 +23,7 @@ from pipelines.commit import commit_video
 from pipelines.errors import redact
 from pipelines.nightly import JobConfig, VideoLedger, run_job
 from pipelines.nightly import main as nightly_main
-from pipelines.stages import Chunking, decode_segment, probe_video, write_chunk
+from pipelines.stages import Chunking, decode_segment, probe_video, video_row, write_chunk
 from pipelines.storage import filesystem, join
 from pipelines.validate import validate
 from pipelines.video_io import ByteSource, open_video, stream_frames, write_mp4
@@ -113,7 +113,7 @@ def test_every_cut_of_a_video_fails_it_with_a_one_line_reason(tmp_path):
     data, ways, chunking = whole.read_bytes(), {}, Chunking(8, 2)
     for end in range(len(data) // 10, len(data), 7):
         cut.write_bytes(data[:end])
-        segments = probe_video(dict(video_id="cut.mp4", uri=str(cut)), chunking)
+        segments = probe_video(video_row("cut.mp4", str(cut)), chunking)
         errors = [chunk["error"] for segment in segments for chunk in decode_segment(segment, chunking)]
         failed = [error for error in errors if error]
         assert failed, f"cut at byte {end} of {len(data)}: every chunk decoded"
@@ -230,6 +230,7 @@ def _segmented(start: int, stop: int, warm: int, lineage: str, frames_total: int
         start=start,
         stop=stop,
         last=stop == frames_total,
+        source_bytes=0,
         frames_total=frames_total,
         estimated_frames=frames_total,
         fps=10.0,
@@ -247,7 +248,7 @@ def test_a_video_is_committed_from_its_parts_once_each_and_never_incomplete(tmp_
     """Chunks written twice (a retried attempt) count once; ids are linked over the warm-up frames;
     the commit task writes frames 0..N-1 exactly once, or refuses the video."""
     out = str(tmp_path / "out")
-    write = partial(write_chunk, output=out, labels={0: "disc"}, overlap=4)
+    write = partial(write_chunk, output=out, labels={0: "disc"}, overlap=4, signature="sig")
     first, retried, again = (
         write(_segmented(0, 8, 0, "a")),
         write(_segmented(8, 16, 4, "c")),
@@ -295,7 +296,7 @@ def test_transient_storage_errors_are_retried(s3, local_ray, tiny_model, tmp_pat
     kinds = {(method, how) for method, _, how in proxy.failures}
     assert {how for _, how in kinds} == {"503", "drop"} and {"GET", "PUT"} <= {method for method, _ in kinds}, kinds
     figures = _every_frame_once(config.output, expected, s3)
-    _figures("storage-transient", requests=proxy.requests, failed_requests=len(proxy.failures), **figures)
+    _figures("storage-transient", requests=proxy.seen, failed_requests=len(proxy.failures), **figures)
 
 
 def test_persistent_storage_errors_fail_only_their_video_and_a_rerun_finishes(
