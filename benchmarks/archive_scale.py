@@ -32,7 +32,7 @@ Figures without a limit are printed beside them as "info". The exit status is 1 
 
 Model (inference cost per frame does not depend on the length, so it only has to be cheap and
 real): by default the shipped model (tca_core/weights/swin-shapes of --code, TCA at its tuned
-settings) with --short-side 64, about 13 ms a frame on 2 CPU cores; `--model tiny` is a
+settings) with --short-side 64, about 17-19 ms a frame end to end in the job on 2 CPU cores; `--model tiny` is a
 random-weight Swin Mask2Former of tests/conftest.py's small proportions, saved to the cache; or any
 checkpoint path.
 
@@ -41,9 +41,9 @@ checkpoint path.
     # the last commit while the working tree is being edited:
     git archive HEAD | tar -x -C /tmp/head && python benchmarks/archive_scale.py --quick --code /tmp/head
 
-On this project's 2 CPU cores, shared, a --quick run takes 3 to 9 minutes depending on the other
-load. The code of commit 7b500bc reads the whole file once per chunk: about 22 GB for the 40x
-recording (not run).
+On this project's 2 CPU cores a full run of both sample videos takes about 35 minutes, a --quick run
+a few (docs/benchmarks.md has the figures). The code of commit 7b500bc reads the whole file once per
+chunk: about 22 GB for the 40x recording (not run).
 
 Writes archive_scale.json, archive_scale.md and archive_scale.png to --out (and each run's log, spec
 and result under --out/logs); recordings and archives are cached in --cache (outside the
