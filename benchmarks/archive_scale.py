@@ -54,15 +54,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import resource
-import socket
 import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -174,28 +171,6 @@ def model_path(args) -> str:
         config = swin_mask2former_config(swin, id2label={0: "disc", 1: "square"}, **head)
         build_model(config, seed=0).save_pretrained(path)
     return str(path)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def local_s3():
-    """moto's S3 server on localhost, credentials in the environment (inherited by the runs); its URL."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 def upload(endpoint: str, cases: list[Case]):
@@ -510,9 +485,9 @@ def main(argv=None) -> int:
     settings = dict(code=str(args.code), model=model, short_side=args.short_side, method=args.method)
     settings.update(ray_cpus=args.ray_cpus)
     settings.update(torch_threads=args.torch_threads or "job default", chunk_frames=args.chunk_frames or "job default")
-    from benchmarks.s3proxy import CountingProxy
+    from benchmarks.s3proxy import CountingProxy, moto_s3
 
-    with local_s3() as endpoint, CountingProxy(endpoint) as proxy:
+    with moto_s3() as endpoint, CountingProxy(endpoint) as proxy:
         upload(endpoint, cases)
         for case in cases:
             print(f"{case.name}: {len(case.files)} files, {case.frames} frames ...", flush=True)

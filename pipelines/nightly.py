@@ -207,12 +207,12 @@ class RunState:
 
     run_id: str
     config: JobConfig
+    settings: dict  # config.settings(), resolved once (it reads the checkpoint's files)
     signature: str
     manifest: list[dict] = field(default_factory=list)
     ledgers: dict[str, VideoLedger | None] = field(default_factory=dict)  # None: done
     commits: dict = field(default_factory=dict)  # Ray object ref -> ledger
     frames_done: int = 0
-    frames_seen: int = 0
     reassigned: list[float] = field(default_factory=lambda: [0.0, 0])  # sum, frames
     token_ratio: list[float] = field(default_factory=lambda: [0.0, 0])
     first_output: float = 0.0
@@ -220,22 +220,29 @@ class RunState:
 
     def record(self, ledger: VideoLedger, status: str, frames: int, reason: str):
         wall = time.perf_counter() - ledger.started
+        timings = dict(wall=wall, decode=ledger.timings["decode"], inference=ledger.timings["inference"])
+        self.add_row(ledger.video_id, ledger.uri, status, frames=frames, fps=ledger.fps, error=reason, **timings)
+        self.frames_done += frames
+
+    def add_row(self, video_id: str, uri: str, status: str, frames=0, fps=0.0, error="", **seconds: float):
+        """A manifest row (MANIFEST_SCHEMA); `seconds`: wall, decode and inference, 0 when not given."""
         self.manifest.append(
-            _manifest_row(
-                self.run_id,
-                self.config,
-                ledger.video_id,
-                ledger.uri,
-                status,
-                frames,
-                ledger.fps,
-                reason,
-                wall,
-                ledger.timings["decode"],
-                ledger.timings["inference"],
+            dict(
+                run_id=self.run_id,
+                video_id=video_id,
+                video_uri=uri,
+                status=status,
+                frames=frames,
+                fps=fps,
+                error=redact(error),
+                model=self.config.model,
+                method=self.config.method,
+                settings=json.dumps(self.settings),
+                signature=self.signature,
+                **{f"{kind}_seconds": seconds.get(kind, 0.0) for kind in ("wall", "decode", "inference")},
+                code_version=_code_version(),
             )
         )
-        self.frames_done += frames
 
 
 class Console:
@@ -272,7 +279,7 @@ def run_job(config: JobConfig, progress: bool = True) -> dict:
     """Run the job; returns the summary (also written next to the run manifest)."""
     import ray
 
-    state = RunState(_new_run_id(), config, config.signature())
+    state = RunState(_new_run_id(), config, config.settings(), config.signature())
     output = Output(config.output, config.endpoint_url)
     todo = _videos_to_do(config, output, state)
     begin = time.perf_counter()
@@ -281,11 +288,11 @@ def run_job(config: JobConfig, progress: bool = True) -> dict:
         ray.init(address=config.ray_address, log_to_driver=config.verbose, logging_level=_ray_log_level(config))
     try:
         if todo:
-            _quiet(config)
+            _configure_ray_data(config)
             console = Console(progress, len(todo))
             done = _resume(output, todo, state, console)
             streamed = [ref for ref in todo if state.ledgers.get(ref.video_id, True) is not None]
-            unfinished = _stream(_dataset(config, streamed, done), output, state, console, begin)
+            unfinished = _stream(_dataset(state, streamed, done), output, state, console, begin)
             _wait_for_commits(state, console)
             console.close()
             _report_unfinished(todo, state, unfinished)
@@ -307,17 +314,13 @@ def _videos_to_do(config: JobConfig, output: Output, state: RunState) -> list[Vi
     for ref in videos_to_process(config):
         record = output.committed(ref.video_id) if ref.video_id in committed else None
         if record and record.get("signature") == state.signature:
-            state.manifest.append(
-                _manifest_row(
-                    state.run_id, config, ref.video_id, ref.uri, "skipped", record["frames"], record["fps"], ""
-                )
-            )
+            state.add_row(ref.video_id, ref.uri, "skipped", frames=record["frames"], fps=record["fps"])
         else:
             todo.append(ref)
     return todo
 
 
-def _quiet(config: JobConfig):
+def _configure_ray_data(config: JobConfig):
     """Ray Data's block size (BLOCK_BYTES); its per-operator progress bars and log lines off, unless
     --verbose."""
     import ray
@@ -338,12 +341,12 @@ def _ray_log_level(config: JobConfig) -> int:
     return logging.INFO if config.verbose else logging.ERROR
 
 
-def _dataset(config: JobConfig, todo: list[VideoRef], done: dict[str, list]):
+def _dataset(state: RunState, todo: list[VideoRef], done: dict[str, list]):
     """The stream: videos -> segments -> chunks -> segmented chunks -> written chunks (small rows);
     `done`: per video, the chunks an interrupted run already wrote (not segmented again)."""
     import ray
 
-    settings = config.settings()
+    config, settings = state.config, state.settings
     chunking = Chunking(config.chunk_frames, config.overlap)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     blocks = [pa.Table.from_pylist(group, schema=VIDEO_SCHEMA) for group in video_groups(todo, cpus, done)]
@@ -390,7 +393,7 @@ def _dataset(config: JobConfig, todo: list[VideoRef], done: dict[str, list]):
                 output=config.output,
                 labels=_labels(config.model),
                 overlap=config.overlap,
-                signature=config.signature(),
+                signature=state.signature,
                 endpoint_url=config.endpoint_url,
             ),
             num_cpus=0.25,
@@ -496,9 +499,7 @@ def _take(row: dict, output: Output, state: RunState, console: Console):
         state.record(ledger, "failed", 0, ledger.error)
         console.video_done(False)
         return
-    record = dict(
-        signature=state.signature, model=state.config.model, settings=state.config.settings(), run_id=state.run_id
-    )
+    record = dict(signature=state.signature, model=state.config.model, settings=state.settings, run_id=state.run_id)
     task = ray.remote(num_cpus=0.25, max_retries=state.config.max_task_retries)(commit_video)
     state.commits[task.remote(state.config.output, state.config.endpoint_url, ledger.plan(record))] = ledger
 
@@ -527,10 +528,7 @@ def _wait_for_commits(state: RunState, console: Console):
 def _report_unfinished(todo: list[VideoRef], state: RunState, unfinished: str):
     for ref in todo:
         if state.ledgers.get(ref.video_id, False) is not None:  # never seen, or not complete
-            reason = f"{ref.uri}: {unfinished}"
-            state.manifest.append(
-                _manifest_row(state.run_id, state.config, ref.video_id, ref.uri, "failed", 0, 0.0, reason)
-            )
+            state.add_row(ref.video_id, ref.uri, "failed", error=f"{ref.uri}: {unfinished}")
 
 
 def _write_summary(output: Output, state: RunState, seconds: float) -> dict:
@@ -555,28 +553,6 @@ def _write_summary(output: Output, state: RunState, seconds: float) -> dict:
         output.fs, output.path("manifests", f"{state.run_id}.summary.json"), json.dumps(summary, indent=2).encode()
     )
     return summary
-
-
-def _manifest_row(
-    run_id, config, video_id, uri, status, frames, fps, error, wall=0.0, decode=0.0, inference=0.0
-) -> dict:
-    return dict(
-        run_id=run_id,
-        video_id=video_id,
-        video_uri=uri,
-        status=status,
-        frames=frames,
-        fps=fps,
-        error=redact(error),
-        model=config.model,
-        method=config.method,
-        settings=json.dumps(config.settings()),
-        signature=config.signature(),
-        wall_seconds=wall,
-        decode_seconds=decode,
-        inference_seconds=inference,
-        code_version=_code_version(),
-    )
 
 
 def _labels(model: str) -> dict[int, str]:

@@ -146,7 +146,7 @@ class VideoProber:
         rows = []
         segments = _to_redo(plan_segments(found.table, info.frames, self.chunking), done)
         cuts = found.table.cuts([(first, stop) for first, _, stop, _ in segments])
-        for (first, start, stop, done), (table, wanted) in zip(segments, cuts):
+        for (first, start, stop, written), (table, wanted) in zip(segments, cuts):
             rows.append(
                 segment_row(
                     video,
@@ -154,7 +154,7 @@ class VideoProber:
                     start=start,
                     stop=stop,
                     table=json.dumps(table.to_dict() | {"wanted": wanted}),
-                    done=json.dumps(done),
+                    done=json.dumps(written),
                     **common,
                 )
             )

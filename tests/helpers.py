@@ -1,14 +1,11 @@
 """Frames, ports and a local S3 endpoint for tests."""
 
-import os
-import socket
 import threading
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 
-from benchmarks.s3proxy import S3Proxy
+from benchmarks.s3proxy import S3Proxy, free_port, moto_s3  # noqa: F401 (the tests import these from here)
 
 
 def random_frames(num_frames, height, width, seed=0):
@@ -52,28 +49,6 @@ def train_disc_detector(model, steps=300, seed=0):
         loss.backward()
         optimizer.step()
     return model.eval()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def moto_s3():
-    """A real S3 API (moto's server) on localhost; credentials through the standard environment.
-    Yields the endpoint URL."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 class FlakyProxy(S3Proxy):
