@@ -41,6 +41,7 @@ from ray.serve.handle import DeploymentHandle
 from pipelines.nightly import JobConfig
 from pipelines.storage import filesystem
 from pipelines.video_io import decoder_message, open_video
+from tca_core.allocator import INFERENCE_ENV
 from tca_core.model import EMBEDDED_MODEL, tuned_acceleration
 from tca_core.segmenter import Clip, FrameResult, VideoSegmenter
 
@@ -183,7 +184,9 @@ api = FastAPI(
 
 
 @serve.deployment(
-    ray_actor_options={"num_cpus": 1},
+    # Its process reuses freed memory between forward passes (tca_core/allocator.py). A config file's
+    # ray_actor_options replace these whole, so deploy/serve_config.yaml and the RayService repeat it.
+    ray_actor_options={"num_cpus": 1, "runtime_env": {"env_vars": INFERENCE_ENV}},
     max_ongoing_requests=8,
     max_queued_requests=16,
     backpressure_config={"status_code": 503, "retry_after_s": 2},

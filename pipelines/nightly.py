@@ -31,6 +31,7 @@ from importlib.metadata import version
 import pyarrow as pa
 from tqdm import tqdm
 
+from tca_core.allocator import INFERENCE_ENV
 from tca_core.model import EMBEDDED_MODEL, image_processing, tuned_acceleration
 
 from .commit import CommitPlan, commit_video
@@ -285,7 +286,7 @@ def run_job(config: JobConfig, progress: bool = True) -> dict:
     begin = time.perf_counter()
     started_ray = bool(todo) and not ray.is_initialized()
     if started_ray:
-        ray.init(address=config.ray_address, log_to_driver=config.verbose, logging_level=_ray_log_level(config))
+        _start_ray(config)
     try:
         if todo:
             _configure_ray_data(config)
@@ -296,10 +297,23 @@ def run_job(config: JobConfig, progress: bool = True) -> dict:
             _wait_for_commits(state, console)
             console.close()
             _report_unfinished(todo, state, unfinished)
+        # The job's time ends with its last commit; stopping a Ray it started (about a second) is not work.
+        return _write_summary(output, state, time.perf_counter() - begin)
     finally:
         if started_ray:  # leave the process as it was (the demo and the tests run jobs in-process)
             ray.shutdown()
-    return _write_summary(output, state, time.perf_counter() - begin)
+
+
+def _start_ray(config: JobConfig):
+    """Connect to the cluster at config.ray_address (None: Ray's own search), or start a local one
+    ("local"), without Ray's dashboard (a second or two of start-up) unless --verbose."""
+    import ray
+
+    # Ray refuses include_dashboard when it connects to a cluster, which None may do.
+    dashboard = {"include_dashboard": config.verbose} if config.ray_address == "local" else {}
+    ray.init(
+        address=config.ray_address, log_to_driver=config.verbose, logging_level=_ray_log_level(config), **dashboard
+    )
 
 
 def _new_run_id() -> str:
@@ -385,6 +399,7 @@ def _dataset(state: RunState, todo: list[VideoRef], done: dict[str, list]):
             # ray_remote_args.
             max_restarts=config.max_actor_restarts,
             max_task_retries=-1 if config.max_actor_restarts else 0,
+            runtime_env={"env_vars": INFERENCE_ENV},  # its process reuses freed memory (tca_core/allocator.py)
         )
         # RLE encoding and writing the parts: light, a quarter of a CPU, so it interleaves with decoding.
         .map(

@@ -17,6 +17,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from deploy.serve_app import NightlyJobs, SegmentService, ServiceOptions
 from pipelines.nightly import parse_args
+from tca_core.allocator import INFERENCE_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = (REPO / "pyproject.toml").read_text()
@@ -48,6 +49,8 @@ def _check_application(app: dict):
     options = ServiceOptions.model_validate(app["args"])
     assert service["max_ongoing_requests"] >= options.max_batch_size  # a replica can fill a batch
     assert service["max_queued_requests"] > 0 and service["backpressure_config"]["retry_after_s"] > 0
+    # The config's ray_actor_options replace the code's whole: it must repeat the allocator settings.
+    assert service["ray_actor_options"]["runtime_env"]["env_vars"] == INFERENCE_ENV
 
 
 def test_versions_of_the_pins_are_the_installed_ones():
