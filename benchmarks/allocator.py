@@ -101,7 +101,7 @@ def main(argv=None):
     report["speedup"] = report["INFERENCE_ENV"]["fps_median"] / report["glibc defaults"]["fps_median"]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "allocator.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps({k: v for k, v in report.items()}, indent=2))
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -550,7 +550,7 @@ def combine(directories: list[Path], out: Path) -> int:
         for run in report["runs"]:
             cases.append(Case(**dict(run, files=[Path()] * run["files"])))  # the report needs the count only
         found += report["verdicts"]
-        settings.update({f"{directory.name}: {k}": v for k, v in report["settings"].items() if k == "code"})
+        settings[f"{directory.name}: code"] = report["settings"]["code"]
     (out / "archive_scale.md").write_text(markdown(cases, found, settings))
     plot(cases, out / "archive_scale.png")
     print(markdown(cases, found, settings))
