@@ -62,7 +62,6 @@ import os
 import resource
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -72,7 +71,7 @@ if TYPE_CHECKING:
     from benchmarks.s3proxy import CountingProxy
 
 # The runs import pipelines/ from --code, which may be another tree with another benchmarks/ package:
-# this file imports its siblings (recordings, s3proxy) inside the functions only the parent runs.
+# this file imports its siblings (cpu, recordings, s3proxy) inside the functions only the parent runs.
 REPO = Path(__file__).resolve().parents[1]
 SHARED_VIDEOS = REPO.parent / "shared" / "data" / "videos"
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tca-video" / "archive-scale"
@@ -251,6 +250,8 @@ def _run_child(command: list[str], code: Path, log, timeout: float) -> tuple[int
     """Run `command` in `code` with `code` first on the import path (Ray's workers inherit both), in its
     own session; its process group is killed past `timeout` seconds. (exit status, CPU seconds of it
     and its descendants: Ray's workers and daemons)."""
+    from benchmarks.cpu import TreeCPU
+
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(code), *filter(None, [os.environ.get("PYTHONPATH")])]))
     process = subprocess.Popen(command, cwd=code, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     with TreeCPU(process.pid) as cpu:
@@ -260,61 +261,6 @@ def _run_child(command: list[str], code: Path, log, timeout: float) -> tuple[int
             os.killpg(process.pid, 9)
             returncode = process.wait()
     return returncode, cpu.seconds
-
-
-class TreeCPU:
-    """CPU seconds (user + system) of a process and its descendants, sampled from /proc (Linux) every
-    `interval` seconds: a figure the other users of a shared CPU do not inflate as they do wall time.
-    What a process spends after the last sample that saw it is missed."""
-
-    def __init__(self, root_pid: int, interval: float = 0.5):
-        self.root, self.interval = root_pid, interval
-        self._latest: dict[tuple[int, int], float] = {}  # (pid, start time) -> CPU seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample_until_stopped, daemon=True)
-
-    @property
-    def seconds(self) -> float:
-        return sum(self._latest.values())
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def _sample_until_stopped(self):
-        while not self._stop.is_set():
-            stats = _proc_stats()
-            children: dict[int, list[int]] = {}
-            for pid, (ppid, _, _) in stats.items():
-                children.setdefault(ppid, []).append(pid)
-            todo = [self.root]
-            while todo:
-                pid = todo.pop()
-                if pid in stats:
-                    _, started, cpu = stats[pid]
-                    self._latest[(pid, started)] = cpu
-                todo += children.get(pid, [])
-            self._stop.wait(self.interval)
-
-
-def _proc_stats() -> dict[int, tuple[int, int, float]]:
-    """pid -> (parent pid, start time in ticks, CPU seconds) of every process, from /proc/PID/stat."""
-    tick, stats = os.sysconf("SC_CLK_TCK"), {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-        except OSError:  # the process has gone
-            continue
-        ppid, utime, stime, started = int(fields[1]), int(fields[11]), int(fields[12]), int(fields[19])
-        stats[int(entry.name)] = (ppid, started, (utime + stime) / tick)
-    return stats
 
 
 def measure(case: Case, child: dict, proxy: CountingProxy, start: float, wall: float, output: str) -> dict:
