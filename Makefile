@@ -20,4 +20,4 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
-	$(PY) benchmarks/backbone_cost.py --out out/bench
+	$(PY) -m benchmarks.backbone_cost --out out/bench

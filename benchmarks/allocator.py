@@ -7,7 +7,7 @@ video, on a thread that is not the process's first, as Ray calls an actor. The f
 frames are not timed. The settings alternate over --rounds rounds, so that a slower spell of a
 shared machine falls on both.
 
-    python benchmarks/allocator.py --out out/bench     # about 2 minutes on 2 CPU cores
+    python -m benchmarks.allocator --out out/bench     # about 2 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ CHILD = """
 import json, resource, sys, threading, time
 import torch
 from pipelines.video_io import open_video
-from tca_core.model import EMBEDDED_MODEL, tuned_acceleration
+from tca_core.config import EMBEDDED_MODEL
+from tca_core.model import tuned_acceleration
 from tca_core.segmenter import Clip, VideoSegmenter
 
 video, method, short_side, frames_n, warm, threads = sys.argv[1:7]

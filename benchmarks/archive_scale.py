@@ -39,10 +39,10 @@ settings) with --short-side 64, about 16-18 ms a frame end to end in the job on 
 random-weight Swin Mask2Former of tests/conftest.py's small proportions, saved to the cache; or any
 checkpoint path.
 
-    python benchmarks/archive_scale.py --quick --out out/archive-scale-quick   # 1x and 4x, 100 files
-    python benchmarks/archive_scale.py --out out/archive-scale                 # 1x, 10x, 40x, 500 files
+    python -m benchmarks.archive_scale --quick --out out/archive-scale-quick   # 1x and 4x, 100 files
+    python -m benchmarks.archive_scale --out out/archive-scale                 # 1x, 10x, 40x, 500 files
     # the last commit while the working tree is being edited:
-    git archive HEAD | tar -x -C /tmp/head && python benchmarks/archive_scale.py --quick --code /tmp/head
+    git archive HEAD | tar -x -C /tmp/head && python -m benchmarks.archive_scale --quick --code /tmp/head
 
 On this project's 2 CPU cores a full run of car-detection.mp4 with --repeat 3 takes about 25
 minutes, one of bottle-detection.mp4 (--skip-archives) about 25 more, a --quick run a few

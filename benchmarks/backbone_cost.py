@@ -8,7 +8,7 @@ per frame with torch.utils.flop_counter (clustering and reconstruction included)
 backbone on clips of a slowly moving scene, the methods interleaved round by round so that they share
 the machine's state; speedups are medians of the per-round ratios to `none`.
 
-    python benchmarks/backbone_cost.py --presets tiny large --size 480 640 --out out/bench
+    python -m benchmarks.backbone_cost --presets tiny large --size 480 640 --out out/bench
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ from tca_core.flops import flops_by_module
 from tca_core.memory import ClusterMemory
 from tca_core.model import accelerate, build_model, swin_mask2former_config
 from tca_core.swin import FrameStream
-
-METHODS = ("none", "clustering", "tca")
 
 
 def drifting_scene(num_frames: int, height: int, width: int, seed: int = 0) -> torch.Tensor:

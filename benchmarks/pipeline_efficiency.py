@@ -11,7 +11,7 @@ processes by role (driver, inference actor, task workers, Ray's daemons and Ray 
 least its CPU seconds over the cores, so `efficiency_ceiling` (the model alone's seconds over that
 bound) is the most this job's work allows on these cores, whatever its scheduling.
 
-    python benchmarks/pipeline_efficiency.py            # all the sample videos in ../shared/data/videos
+    python -m benchmarks.pipeline_efficiency            # all the sample videos in ../shared/data/videos
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ from benchmarks.cpu import TreeCPU
 from pipelines.nightly import JobConfig, run_job
 from pipelines.video_io import open_video
 from tca_core.allocator import INFERENCE_ENV
-from tca_core.config import AccelerationConfig
-from tca_core.model import EMBEDDED_MODEL
+from tca_core.config import EMBEDDED_MODEL, AccelerationConfig
 from tca_core.segmenter import Clip, VideoSegmenter
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"

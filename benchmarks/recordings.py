@@ -12,7 +12,7 @@ stream-copied: the same video, short.
 Both are cached: a file is rebuilt only when its marker (a JSON file beside it that records what it
 was made from and its size in bytes) does not match.
 
-    python benchmarks/recordings.py SOURCE DEST TIMES      # make and check one recording
+    python -m benchmarks.recordings SOURCE DEST TIMES      # make and check one recording
 """
 
 from __future__ import annotations

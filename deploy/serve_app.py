@@ -4,22 +4,28 @@
     serve deploy deploy/serve_config.yaml     # a running cluster (docs/deploy.md)
 
 Endpoints (schema at /openapi.json, browsable at /docs):
-    POST /segment          a clip named by URI (local path or s3:// under an allowed prefix)
-    POST /segment/upload   a clip as the request body (video file bytes); fields as query parameters
-    POST /jobs             the nightly job over an archive prefix; GET /jobs/{job_id} its state
-    GET  /healthz, /stats  liveness and the replica's recent batch sizes
+    POST /segment            a clip named by URI (local path or s3:// under an allowed prefix)
+    POST /segment/upload     a clip as the request body (video file bytes); fields as query parameters
+    POST /jobs               the nightly job over an archive prefix, as a Ray job (deploy/jobs.py)
+    GET  /jobs/{job_id}      its state and, once finished, its summary; /jobs/{job_id}/logs its output
+    POST /jobs/{job_id}/stop stop it
+    GET  /healthz, /stats    liveness and the replica's recent batch sizes
+
+This module holds the deployment: its endpoints, batching and video memory. The arguments and the
+HTTP models are in deploy/schemas.py, reading and decoding clips within the limits in
+deploy/inputs.py, the health probe in deploy/health.py, the error answers in deploy/errors.py.
 
 Batching: each request's frames go through `SegmentService.infer` in clips of `clip_frames`;
 `@serve.batch` gathers the clips of concurrent requests into one `VideoSegmenter.process` call.
 
 Video memory: a request with a `video_id` continues the cluster memory and instance tracks that
 the replica kept for that video when its `start_frame` is the frame after the video's previous
-request there. Otherwise (first clip, another replica served the previous one, a gap, an evicted
-memory) the replica starts a fresh memory, running the request's `warmup_frames` leading frames
-first to warm it up; their results are not returned. `continued` says which happened and
-`lineage` names the instance-id sequence: ids are comparable between responses with the same
-lineage only. Clips of one video must be sent one after another (a second concurrent request for
-the same video gets 409).
+request there (`VideoSegmenter.start_stream`). Otherwise (first clip, another replica served the
+previous one, a gap, an evicted memory) the replica starts a fresh memory, running the request's
+`warmup_frames` leading frames first to warm it up; their results are not returned. `continued`
+says which happened and `lineage` names the instance-id sequence: ids are comparable between
+responses with the same lineage only. Clips of one video must be sent one after another (a second
+concurrent request for the same video gets 409).
 """
 
 import asyncio
@@ -28,153 +34,57 @@ import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated
 
 import numpy as np
 import torch
-from fastapi import FastAPI, HTTPException, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import FastAPI, Query, Request
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from pipelines.nightly import JobConfig
-from pipelines.storage import filesystem
-from pipelines.video_io import decoder_message, open_video
 from tca_core.allocator import INFERENCE_ENV
-from tca_core.model import EMBEDDED_MODEL, tuned_acceleration
-from tca_core.segmenter import Clip, FrameResult, VideoSegmenter
+from tca_core.model import tuned_acceleration
+from tca_core.segmenter import Clip, FrameResult, StreamStart, VideoSegmenter
 
-from .jobs import NightlyJobs
+from .errors import JOBS_RETRY_AFTER_S, OVERLOAD_STATUS, REQUESTS_RETRY_AFTER_S, overloaded, reject
+from .health import InferenceProbe
+from .inputs import allowed, decode, read_body, read_uri
+from .jobs import JobServiceError, NightlyJobs, check_job_settings, job_arguments, job_config
 from .results import frame_json
-from .uris import ForbiddenURI, resolve
+from .schemas import (
+    ClipFields,
+    JobLogs,
+    JobRequest,
+    JobStatus,
+    SegmentRequest,
+    SegmentResponse,
+    ServiceOptions,
+    Stats,
+)
 
-
-class ServiceOptions(BaseModel):
-    """The application's arguments (`args:` of the application in deploy/serve_config.yaml)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field(str(EMBEDDED_MODEL), description="checkpoint directory or hub id")
-    method: Literal["none", "clustering", "tca"] = "tca"
-    task: Literal["instance", "semantic", "both"] = "instance"
-    score_threshold: float = Field(0.5, ge=0, le=1)
-    short_side: int | None = Field(None, ge=16, description="resize frames for the model (masks stay full size)")
-    device: str = Field("auto", description="auto: cuda when the replica has a GPU, else cpu")
-    torch_threads: int | None = Field(None, ge=1, description="CPU inference threads per replica")
-    clip_frames: int = Field(8, ge=1, description="frames of one request per batched item")
-    max_batch_size: int = Field(4, ge=1, description="clips (of different requests) per forward pass")
-    batch_wait_timeout_s: float = Field(0.02, ge=0)
-    max_videos: int = Field(64, ge=1, description="video memories a replica keeps (least recently used dropped)")
-    max_upload_bytes: int = Field(32 * 2**20, ge=1, description="largest uploaded or referenced video file")
-    max_frames: int = Field(64, ge=1, description="frames per request, warm-up frames included")
-    max_pixels: int = Field(1920 * 1080, ge=1, description="pixels per frame")
-    input_prefixes: list[str] = Field([], description="where clips and job inputs may be read from")
-    output_prefixes: list[str] = Field([], description="where jobs may write")
-    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (default: AWS)")
-    job: dict = Field({}, description="further JobConfig settings of submitted jobs (actors, gpus_per_actor, ...)")
-    max_running_jobs: int = Field(2, ge=1)
-
-
-# --- the HTTP API's schema ---------------------------------------------------------------------
-
-
-class ClipFields(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    video_id: str | None = Field(
-        None,
-        min_length=1,
-        max_length=256,
-        pattern=r"^[A-Za-z0-9._:/=-]+$",
-        description="continue this video's memory across requests (omit for a one-off clip)",
-    )
-    start_frame: int = Field(0, ge=0, description="video frame index of the first frame to segment")
-    warmup_frames: int = Field(
-        0,
-        ge=0,
-        description="leading frames of the clip (start_frame - warmup_frames ..) that only warm up a fresh memory",
-    )
-    last: bool = Field(False, description="the video's last clip: free its memory afterwards")
-
-
-class SegmentRequest(ClipFields):
-    uri: str = Field(description="the clip: /allowed/dir/clip.mp4, file:///... or s3://bucket/prefix/clip.mp4")
-
-
-class RLE(BaseModel):
-    size: list[int] = Field(description="[height, width]")
-    counts: str = Field(description="COCO compressed RLE")
-
-
-class Mask(BaseModel):
-    category_id: int
-    category: str
-    area: int
-    bbox: list[float] = Field(description="[x, y, width, height]")
-    rle: RLE
-
-
-class InstanceMask(Mask):
-    id: int = Field(description="instance id, stable across the frames of one lineage")
-    score: float
-
-
-class FrameMasks(BaseModel):
-    frame_index: int
-    instances: list[InstanceMask]
-    semantic: list[Mask] | None = Field(None, description="one mask per category present (semantic tasks)")
-
-
-class SegmentResponse(BaseModel):
-    video_id: str | None
-    lineage: str = Field(description="instance ids are comparable between responses of the same lineage")
-    continued: bool = Field(description="whether the video's memory from its previous request was continued")
-    height: int
-    width: int
-    frames: list[FrameMasks]
-    batch_sizes: list[int] = Field(description="clips in each forward pass this request's frames went through")
-
-
-class JobRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    input: str = Field(description="archive prefix to list (s3://bucket/videos/ or a local directory)")
-    output: str = Field(description="output prefix (docs/output.md)")
-    include: list[str] | None = Field(None, description="globs on the relative path (default: video extensions)")
-    exclude: list[str] = []
-    force: bool = Field(False, description="recompute videos already committed")
-
-
-class JobStatus(BaseModel):
-    job_id: str
-    state: Literal["running", "succeeded", "failed"]
-    submitted_at: float
-    finished_at: float | None
-    input: str
-    output: str
-    summary: dict | None = Field(None, description="pipelines.nightly.run_job's summary, once finished")
-    error: str | None
-
-
-class Stats(BaseModel):
-    batches: int
-    batch_sizes: list[int] = Field(description="clips per forward pass, most recent last (up to 1000)")
-    batch_frames: list[int] = Field(description="frames per forward pass")
-    max_batch_size: int
-    videos_in_memory: int
-
-
-def _reject(status: int, loc: tuple[str, ...], message: str, headers: dict | None = None) -> HTTPException:
-    """An error in FastAPI's own validation format: the field it concerns and why."""
-    return HTTPException(status, detail=[{"loc": list(loc), "msg": message}], headers=headers)
+# Serve's health checks of a replica (docs/deploy.md, "Health and graceful shutdown"): `check_health`
+# returns within health.PROBE_WAIT_S, so its timeout only catches an event loop that stopped.
+HEALTH_CHECK_PERIOD_S = 10
+HEALTH_CHECK_TIMEOUT_S = 10
+# A stopping replica finishes what it holds first: at least the proxy's request_timeout_s (300 s in
+# both configs), beyond which the proxy has answered the client already.
+GRACEFUL_SHUTDOWN_TIMEOUT_S = 300
+GRACEFUL_SHUTDOWN_WAIT_LOOP_S = 1  # how often a stopping replica looks whether its requests are done
 
 
 @dataclass
 class _Work:
     clip: Clip
-    reset: bool  # start a fresh memory for the video first
     release: bool  # forget the video afterwards
+
+
+# Before the deployment: Serve pickles the class, with the globals its methods name, where it is declared.
+def _found(result, job_id: str):
+    """A jobs call's result; 404 when there is no such job of this service."""
+    if result is None:
+        raise reject(404, ("path", "job_id"), f"no job {job_id!r}")
+    return result
 
 
 api = FastAPI(
@@ -189,7 +99,11 @@ api = FastAPI(
     ray_actor_options={"num_cpus": 1, "runtime_env": {"env_vars": INFERENCE_ENV}},
     max_ongoing_requests=8,
     max_queued_requests=16,
-    backpressure_config={"status_code": 503, "retry_after_s": 2},
+    backpressure_config={"status_code": OVERLOAD_STATUS, "retry_after_s": REQUESTS_RETRY_AFTER_S},
+    health_check_period_s=HEALTH_CHECK_PERIOD_S,
+    health_check_timeout_s=HEALTH_CHECK_TIMEOUT_S,
+    graceful_shutdown_timeout_s=GRACEFUL_SHUTDOWN_TIMEOUT_S,
+    graceful_shutdown_wait_loop_s=GRACEFUL_SHUTDOWN_WAIT_LOOP_S,
 )
 @serve.ingress(api)
 class SegmentService:
@@ -213,19 +127,23 @@ class SegmentService:
         )
         self.options, self.jobs, self.device = options, jobs, device
         self.inference = ThreadPoolExecutor(1)  # the only thread that runs the model or touches its memories
-        self.positions: dict[str, tuple[int, str]] = {}  # video id -> (next frame, lineage)
+        self.probe = InferenceProbe(self.inference, options.inference_wedged_s)
         self.busy: set[str] = set()  # videos with a request in progress
         self.batch_sizes, self.batch_frames = deque(maxlen=1000), deque(maxlen=1000)
         self.infer.set_max_batch_size(options.max_batch_size)
         self.infer.set_batch_wait_timeout_s(options.batch_wait_timeout_s)
 
-    # --- endpoints ----------------------------------------------------------------------------
+    async def check_health(self):
+        """Serve's health check (every HEALTH_CHECK_PERIOD_S): raises once the inference thread is stuck."""
+        await self.probe.check()
+
+    # --- segmenting ---------------------------------------------------------------------------
 
     @api.post("/segment", response_model=SegmentResponse)
     async def segment_uri(self, request: SegmentRequest) -> dict:
         """Segment a clip read from a URI under an allowed prefix."""
-        uri = self._allowed(request.uri, self.options.input_prefixes, ("body", "uri"))
-        frames = await asyncio.to_thread(self._read_uri, uri)
+        uri = allowed(request.uri, self.options.input_prefixes, ("body", "uri"))
+        frames = await asyncio.to_thread(read_uri, uri, self.options, self.options.endpoint_url)
         return await self._segment(frames, request)
 
     @api.post(
@@ -240,42 +158,52 @@ class SegmentService:
     )
     async def segment_upload(self, request: Request, fields: Annotated[ClipFields, Query()]) -> dict:
         """Segment a clip sent as the request body: the bytes of a video file (mp4, mkv, webm, ...)."""
-        body = await self._read_body(request)
-        frames = await asyncio.to_thread(self._decode, io.BytesIO(body), ("body",))
+        body = await read_body(request, self.options)
+        frames = await asyncio.to_thread(decode, io.BytesIO(body), ("body",), self.options)
         return await self._segment(frames, fields)
+
+    # --- jobs ---------------------------------------------------------------------------------
 
     @api.post("/jobs", status_code=202, response_model=JobStatus)
     async def submit_job(self, request: JobRequest) -> dict:
         """Start the nightly job (pipelines.nightly) over an archive prefix; poll GET /jobs/{job_id}."""
-        settings = dict(
-            self.options.job,
-            input=self._allowed(request.input, self.options.input_prefixes, ("body", "input")),
-            output=self._allowed(request.output, self.options.output_prefixes, ("body", "output")),
-            exclude=request.exclude,
-            force=request.force,
-            model=self.options.model,
-            method=self.options.method,
-            task=self.options.task,
-            score_threshold=self.options.score_threshold,
-            short_side=self.options.short_side,
-            endpoint_url=self.options.endpoint_url,
-        )
-        if request.include is not None:
-            settings["include"] = request.include
-        job_id = await self.jobs.submit.remote(JobConfig(**settings))
+        options = self.options
+        input = allowed(request.input, options.input_prefixes, ("body", "input"))
+        output = allowed(request.output, options.output_prefixes, ("body", "output"))
+        try:
+            config = job_config(options, request, input, output)
+            job_arguments(config)
+        except ValueError as error:  # a setting the job refuses, or its command line cannot carry
+            raise reject(422, ("body",), str(error)) from None
+        job_id = await self._jobs("submit", config)
         if job_id is None:
-            raise _reject(
-                503, ("body",), f"{self.options.max_running_jobs} jobs are running already", {"Retry-After": "60"}
-            )
-        return await self.jobs.status.remote(job_id)
+            message = f"{options.max_running_jobs} jobs are running already"
+            raise overloaded(("body",), message, JOBS_RETRY_AFTER_S)
+        return await self._jobs("status", job_id)
 
     @api.get("/jobs/{job_id}", response_model=JobStatus)
     async def job_status(self, job_id: str) -> dict:
         """A job's state; its summary (videos ok/failed, frames, throughput) once finished."""
-        status = await self.jobs.status.remote(job_id)
-        if status is None:
-            raise _reject(404, ("path", "job_id"), f"no job {job_id!r}")
-        return status
+        return _found(await self._jobs("status", job_id), job_id)
+
+    @api.get("/jobs/{job_id}/logs", response_model=JobLogs)
+    async def job_logs(self, job_id: str) -> dict:
+        """A job's output so far (its progress, then its totals)."""
+        return dict(job_id=job_id, logs=_found(await self._jobs("logs", job_id), job_id))
+
+    @api.post("/jobs/{job_id}/stop", status_code=202, response_model=JobStatus)
+    async def stop_job(self, job_id: str) -> dict:
+        """Stop a job; it reads `stopped` once it has ended (videos committed so far stay committed)."""
+        return _found(await self._jobs("stop", job_id), job_id)
+
+    async def _jobs(self, method: str, *args):
+        """A call to the jobs deployment; 503 when Ray's job service (or a summary's store) does not answer."""
+        try:
+            return await getattr(self.jobs, method).remote(*args)
+        except JobServiceError as error:
+            raise reject(503, ("server", "jobs"), str(error)) from None
+
+    # --- service ------------------------------------------------------------------------------
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
@@ -291,7 +219,7 @@ class SegmentService:
             batch_sizes=list(self.batch_sizes),
             batch_frames=list(self.batch_frames),
             max_batch_size=self.options.max_batch_size,
-            videos_in_memory=len(self.segmenter.memories),
+            videos_in_memory=self.segmenter.videos_in_memory,  # a count: read here, not behind a forward pass
         )
 
     # --- batched inference --------------------------------------------------------------------
@@ -301,13 +229,10 @@ class SegmentService:
         """Segment the clips of concurrent requests in one forward pass; (results, batch size) each."""
         self.batch_sizes.append(len(work))
         self.batch_frames.append(sum(len(item.clip.frames) for item in work))
-        results = await asyncio.get_running_loop().run_in_executor(self.inference, self._process, work)
+        results = await self._on_inference_thread(self._process, work)
         return [(result, len(work)) for result in results]
 
     def _process(self, work: list[_Work]) -> list[list[FrameResult]]:
-        for item in work:
-            if item.reset:
-                self.segmenter.drop(item.clip.video_id)
         try:
             return self.segmenter.process([item.clip for item in work])
         finally:
@@ -315,115 +240,62 @@ class SegmentService:
                 if item.release:
                     self.segmenter.drop(item.clip.video_id)
 
+    async def _on_inference_thread(self, function, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.inference, function, *args)
+
     async def _segment(self, frames: np.ndarray, fields: ClipFields) -> dict:
         """Segment decoded frames, continuing the video's memory when this replica has it."""
         where = "body" if isinstance(fields, SegmentRequest) else "query"
         warmup, start = fields.warmup_frames, fields.start_frame
         if warmup >= len(frames):
-            raise _reject(422, (where, "warmup_frames"), f"{warmup} warm-up frames leave none of the {len(frames)}")
+            raise reject(422, (where, "warmup_frames"), f"{warmup} warm-up frames leave none of the {len(frames)}")
         if warmup > start:
-            raise _reject(422, (where, "warmup_frames"), f"{warmup} warm-up frames precede start_frame {start}")
+            raise reject(422, (where, "warmup_frames"), f"{warmup} warm-up frames precede start_frame {start}")
         video_id = fields.video_id or f"#request-{uuid.uuid4().hex}"  # not a valid client id: no collision
         if video_id in self.busy:
-            raise _reject(409, (where, "video_id"), f"a request for video {video_id!r} is in progress on this replica")
+            raise reject(409, (where, "video_id"), f"a request for video {video_id!r} is in progress on this replica")
         self.busy.add(video_id)
         try:
-            position = self.positions.pop(video_id, None)
-            continued = position is not None and position[0] == start and video_id in self.segmenter.memories
-            lineage = position[1] if continued else uuid.uuid4().hex
-            first = start if continued else start - warmup
-            todo = frames[first - (start - warmup) :]
-            keep = fields.video_id is not None and not fields.last
-            results, batch_sizes = [], []
-            clip_frames = self.options.clip_frames
-            for offset in range(0, len(todo), clip_frames):
-                clip = Clip(video_id, first + offset, np.ascontiguousarray(todo[offset : offset + clip_frames]))
-                release = not keep and offset + clip_frames >= len(todo)
-                done, size = await self.infer(_Work(clip, reset=offset == 0 and not continued, release=release))
-                results += [result for result in done if result.frame_index >= start]
-                batch_sizes.append(size)
-            if keep:
-                self.positions[video_id] = (start + len(results), lineage)
-                self._forget_evicted()
+            stream = await self._on_inference_thread(self.segmenter.start_stream, video_id, start, warmup)
+            results, batch_sizes = await self._run_clips(stream, frames[stream.first - (start - warmup) :], fields)
         finally:
             self.busy.discard(video_id)
         labels = self.segmenter.labels
         return dict(
             video_id=fields.video_id,
-            lineage=lineage,
-            continued=continued,
+            lineage=stream.lineage,
+            continued=stream.continued,
             height=int(frames.shape[1]),
             width=int(frames.shape[2]),
             frames=await asyncio.to_thread(lambda: [frame_json(result, labels) for result in results]),
             batch_sizes=batch_sizes,
         )
 
-    def _forget_evicted(self):
-        """Drop positions of videos whose memory the segmenter has evicted."""
-        for video_id in [v for v in self.positions if v not in self.segmenter.memories]:
-            del self.positions[video_id]
-
-    # --- inputs -------------------------------------------------------------------------------
-
-    def _allowed(self, uri: str, prefixes: list[str], loc: tuple[str, ...]) -> str:
+    async def _run_clips(
+        self, stream: StreamStart, todo: np.ndarray, fields: ClipFields
+    ) -> tuple[list[FrameResult], list[int]]:
+        """The frames from `stream.first` on, clip by clip through `infer`: the results from
+        `start_frame` on and each clip's batch size. A video whose request fails is forgotten."""
+        keep = fields.video_id is not None and not fields.last
+        clip_frames = self.options.clip_frames
+        results, batch_sizes = [], []
         try:
-            return resolve(uri, prefixes)
-        except ForbiddenURI as error:
-            raise _reject(403, loc, str(error)) from None
-
-    def _read_uri(self, uri: str) -> np.ndarray:
-        fs, path = filesystem(uri, self.options.endpoint_url)
-        if not fs.isfile(path):
-            raise _reject(404, ("body", "uri"), f"no file at {uri}")
-        size = fs.size(path)
-        if size > self.options.max_upload_bytes:
-            raise _reject(413, ("body", "uri"), f"{size} bytes, over the limit of {self.options.max_upload_bytes}")
-        with fs.open(path, "rb") as handle:
-            return self._decode(handle, ("body", "uri"))
-
-    async def _read_body(self, request: Request) -> bytes:
-        """The body, refused before any of it is read when its declared length is missing or too large.
-
-        Serve's proxy forwards a body to the replica as fast as the client sends it, so a body is
-        only read once its Content-Length is known to be within the limit (a chunked upload
-        without one gets 411).
-        """
-        limit = self.options.max_upload_bytes
-        declared = request.headers.get("content-length", "")
-        if not declared.isdigit():
-            raise _reject(411, ("header", "content-length"), "send the video with a Content-Length header")
-        if int(declared) > limit:
-            raise _reject(413, ("body",), f"{declared} bytes, over the limit of {limit}")
-        body = await request.body()
-        if not body:
-            raise _reject(422, ("body",), "empty body: send the bytes of a video file")
-        return body
-
-    def _decode(self, handle, loc: tuple[str, ...]) -> np.ndarray:
-        """All frames of a clip, (T, H, W, 3) uint8, after checking the frame and pixel limits."""
-        try:
-            reader = open_video(handle)
-        except ValueError as error:
-            raise _reject(422, loc, f"not a video that can be decoded (mp4, mkv, webm, ...): {error}") from None
-        info = reader.info
-        if info.frames > self.options.max_frames:
-            raise _reject(
-                413, loc, f"{info.frames} frames, over the limit of {self.options.max_frames}: send shorter clips"
-            )
-        if info.height * info.width > self.options.max_pixels:
-            raise _reject(
-                413,
-                loc,
-                f"{info.width}x{info.height} frames, over the limit of {self.options.max_pixels} pixels per frame",
-            )
-        try:
-            return reader.read(0, info.frames)[0]
-        except Exception as error:  # decord's own errors, PyAV's ValueError: a truncated or corrupt file
-            raise _reject(422, loc, f"the video cannot be decoded: {decoder_message(error)}") from None
+            for offset in range(0, len(todo), clip_frames):
+                clip = Clip(
+                    stream.video_id, stream.first + offset, np.ascontiguousarray(todo[offset : offset + clip_frames])
+                )
+                release = not keep and offset + clip_frames >= len(todo)
+                done, size = await self.infer(_Work(clip, release=release))
+                results += [result for result in done if result.frame_index >= fields.start_frame]
+                batch_sizes.append(size)
+        except BaseException:  # failed or cancelled: its memory is not where the next request expects it
+            self.inference.submit(self.segmenter.drop, stream.video_id)  # queued before any later start_stream
+            raise
+        return results, batch_sizes
 
 
 def build_app(args: dict) -> Application:
     """The application from its arguments (`ServiceOptions` fields): the ingress and the job runner."""
     options = ServiceOptions.model_validate(args)
-    JobConfig(**options.job)  # unknown job settings fail here, at deploy time
-    return SegmentService.bind(options, NightlyJobs.bind(options.max_running_jobs))
+    check_job_settings(options)  # unknown job settings fail here, at deploy time
+    return SegmentService.bind(options, NightlyJobs.bind(options))

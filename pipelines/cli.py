@@ -1,4 +1,8 @@
-"""`tca-segment`: the project's command line."""
+"""`tca-segment`: the project's command line.
+
+Each subcommand imports what it needs when it runs: reading a run's output (`validate`,
+`export-ytvis`, `render`) imports neither the job (Ray) nor the model (torch, transformers).
+"""
 
 from __future__ import annotations
 
@@ -8,26 +12,19 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
+from tca_core.config import METHODS
+from tca_core.synthetic import HELD_OUT_SEED
 
-from tca_core.evaluation import Scoreboard, paired_difference, score_generated
-from tca_core.model import EMBEDDED_MODEL, tuned_acceleration
-from tca_core.segmenter import VideoSegmenter
-from tca_core.synthetic import CATEGORIES, SyntheticVideo
-from tca_core.train import HELD_OUT_SEED
-
-from . import nightly
-from .export import write_youtube_vis_results
-from .generate import write_generated
-from .nightly import JobConfig, run_job
-from .output import decode_frames, read_masks
-from .render import render
-from .validate import validate
+from .options import MODEL_KNOBS
 
 
 def demo(args) -> int:
     """Generate (or take) a video, run the batch job on it with local Ray, render, summarise."""
+    from .generate import write_generated
+    from .nightly import JobConfig, run_job
+    from .output import read_masks
+    from .render import render
+
     out: Path = args.out
     seed = None
     if args.input is None:
@@ -81,6 +78,13 @@ def demo(args) -> int:
 
 
 def _accuracy_against_truth(seed: int, num_frames: int, masks) -> dict:
+    import numpy as np
+
+    from tca_core.evaluation import Scoreboard
+    from tca_core.synthetic import CATEGORIES, SyntheticVideo
+
+    from .output import decode_frames
+
     video = SyntheticVideo(seed, num_frames)
     shape = (video.height, video.width)
     frames = decode_frames(masks)
@@ -97,11 +101,18 @@ def _accuracy_against_truth(seed: int, num_frames: int, masks) -> dict:
 def evaluate(args) -> int:
     """mIoU and video AP of the model on held-out generated videos; with --against, also those of a
     second method on the same videos and the paired differences with 95% bootstrap intervals."""
+    from tqdm import tqdm
+
+    from tca_core.evaluation import paired_difference, score_generated
+    from tca_core.model import tuned_acceleration
+    from tca_core.segmenter import VideoSegmenter
+
     seeds = [HELD_OUT_SEED + i for i in range(args.videos)]
-    segmenter = VideoSegmenter.from_pretrained(args.model, task="both")  # loaded once, for every method
+    model = args.model
+    segmenter = VideoSegmenter.from_pretrained(model, task="both")  # loaded once, for every method
     boards, report = {}, {}
     for method in [args.method] + ([args.against] if args.against else []):
-        segmenter.acceleration = tuned_acceleration(args.model, method)
+        segmenter.acceleration = tuned_acceleration(model, method)
         bar = tqdm(total=len(seeds), desc=f"evaluating {method}", unit="video")
         boards[method], seconds = score_generated(
             segmenter, seeds, args.frames, args.clip_frames, lambda done, _, bar=bar: bar.update(1)
@@ -128,6 +139,8 @@ def evaluate(args) -> int:
 
 def generate(args) -> int:
     """Write generated videos (MP4) and their YouTube-VIS ground truth."""
+    from .generate import write_generated
+
     seeds = [args.seed + i for i in range(args.videos)]
     path = write_generated(args.out, seeds, args.frames, args.fps)
     print(f"{len(seeds)} videos and {path}")
@@ -136,6 +149,8 @@ def generate(args) -> int:
 
 def render_command(args) -> int:
     """Draw a run's masks (a masks Parquet file, read by record batches) over its video."""
+    from .render import render
+
     overlay_path, sheet_path = render(args.video, args.masks, args.out, args.name)
     print(f"rendered: {overlay_path}, {sheet_path}")
     return 0
@@ -144,6 +159,8 @@ def render_command(args) -> int:
 def export_command(args) -> int:
     """Write a run's committed videos as YouTube-VIS results JSON, video after video (one video's tracks
     in memory at a time); the file appears once complete."""
+    from .export import write_youtube_vis_results
+
     partial = args.out.with_name(args.out.name + ".partial")
     try:
         with partial.open("w") as out:
@@ -157,6 +174,8 @@ def export_command(args) -> int:
 
 def validate_command(args) -> int:
     """Check a run's output; exit status 1 when anything is wrong."""
+    from .validate import validate
+
     report = validate(args.output, args.endpoint_url)
     print(report.text())
     return 0 if report.ok else 1
@@ -164,13 +183,13 @@ def validate_command(args) -> int:
 
 def bench(args) -> int:
     """The trade-off sweep; prints the table, the chosen default and the TCA-vs-clustering check."""
-    from benchmarks.tradeoff import markdown_table, run
+    from .sweep import FIDELITY_FOR_DEFAULT, markdown_table, run
 
     report = run(args.quick, args.out, args.model)
     print(markdown_table(report["rows"]))
     default = report["default"]
     chosen = default["setting"] if default else "none qualifies"
-    print(f"fastest TCA setting (backbone GFLOPs) with fidelity mIoU >= 0.97: {chosen}")
+    print(f"fastest TCA setting (backbone GFLOPs) with fidelity mIoU >= {FIDELITY_FOR_DEFAULT}: {chosen}")
     for against, counts in report["claim_summary"].items():
         print(
             f"TCA vs {against} at {counts['settings']} equal settings: fidelity (mIoU and feature cosine) at least "
@@ -185,38 +204,57 @@ def bench(args) -> int:
 
 
 def main(argv=None) -> int:
+    """Run `tca-segment` on `argv` (default: the command line's arguments); the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["run"]:  # the nightly job, with its own options (python -m pipelines.nightly --help)
+        from . import nightly
+
         return nightly.main(argv[1:])
-    parser = argparse.ArgumentParser(
-        prog="tca-segment", description="Video segmentation with Temporal Cluster Assignment"
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
+    args = parser().parse_args(argv)
+    return args.handler(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The subcommands and their options; each parsed namespace carries its subcommand's `handler`."""
+    top = argparse.ArgumentParser(prog="tca-segment", description="Video segmentation with Temporal Cluster Assignment")
+    commands = top.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="the nightly batch job (options: python -m pipelines.nightly --help)")
+    _add_model_commands(commands)
+    _add_data_commands(commands)
+    sub = commands.add_parser("bench", help="accuracy-speed trade-off of clustering and TCA (docs/benchmarks.md)")
+    sub.add_argument("--quick", action="store_true", help="a few operating points on little data (minutes)")
+    sub.add_argument("--out", type=Path, default=Path("out/bench"))
+    MODEL_KNOBS["model"].add_to(sub)
+    sub.set_defaults(handler=bench)
+    return top
 
-    def model_options(sub):
-        sub.add_argument("--model", default=str(EMBEDDED_MODEL), help="checkpoint directory or hub id")
-        sub.add_argument("--method", choices=["none", "clustering", "tca"], default="tca")
-        sub.add_argument("--clip-frames", type=int, default=8, help="frames per clip")
 
+def _model_options(sub):
+    for name in ("model", "method", "clip_frames"):
+        MODEL_KNOBS[name].add_to(sub)
+
+
+def _add_model_commands(commands):
+    """demo and evaluate: the model on generated (or given) videos."""
     sub = commands.add_parser("demo", help="segment a generated (or given) video end to end")
     sub.add_argument("--out", type=Path, default=Path("out/demo"))
     sub.add_argument("--input", type=Path, help="a video file instead of a generated one")
     sub.add_argument("--frames", type=int, default=48, help="frames of the generated video")
     sub.add_argument("--seed", type=int, default=0, help="which held-out generated video")
-    model_options(sub)
+    _model_options(sub)
     sub.set_defaults(handler=demo)
 
     sub = commands.add_parser("evaluate", help="mIoU and video AP on held-out generated videos")
     sub.add_argument("--videos", type=int, default=16)
     sub.add_argument("--frames", type=int, default=48)
     sub.add_argument("--json", type=Path, help="also write the metrics here")
-    sub.add_argument(
-        "--against", choices=["none", "clustering", "tca"], help="also run this method; report paired differences"
-    )
-    model_options(sub)
+    sub.add_argument("--against", choices=METHODS, help="also run this method; report paired differences")
+    _model_options(sub)
     sub.set_defaults(handler=evaluate)
 
+
+def _add_data_commands(commands):
+    """generate, and the readers of a run's output: render, export-ytvis, validate."""
     sub = commands.add_parser("generate", help="write generated videos with YouTube-VIS ground truth")
     sub.add_argument("--out", type=Path, required=True)
     sub.add_argument("--videos", type=int, default=4)
@@ -242,15 +280,6 @@ def main(argv=None) -> int:
     sub.add_argument("output", help="the run's output prefix (a directory or s3://bucket/prefix/)")
     sub.add_argument("--endpoint-url", help="S3-compatible endpoint")
     sub.set_defaults(handler=validate_command)
-
-    sub = commands.add_parser("bench", help="accuracy-speed trade-off of clustering and TCA (docs/benchmarks.md)")
-    sub.add_argument("--quick", action="store_true", help="a few operating points on little data (minutes)")
-    sub.add_argument("--out", type=Path, default=Path("out/bench"))
-    sub.add_argument("--model", default=str(EMBEDDED_MODEL))
-    sub.set_defaults(handler=bench)
-
-    args = parser.parse_args(argv)
-    return args.handler(args)
 
 
 if __name__ == "__main__":

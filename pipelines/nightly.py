@@ -32,11 +32,13 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from tca_core.allocator import INFERENCE_ENV
-from tca_core.model import EMBEDDED_MODEL, image_processing, tuned_acceleration
+from tca_core.checkpoint_digest import checkpoint_identity
+from tca_core.model import image_processing, tuned_acceleration
 
 from .commit import CommitPlan, commit_video
 from .errors import one_line, redact
 from .linking import IdLinker
+from .options import JOB_KNOBS, MODEL_KNOBS, problems
 from .stages import VIDEO_SCHEMA, Chunking, SegmentActor, decode_segment, probe_video, video_row, write_chunk
 from .storage import Output, VideoRef, list_videos, read_manifest, write_atomic
 
@@ -75,33 +77,44 @@ MANIFEST_SCHEMA = pa.schema(
 
 @dataclass
 class JobConfig:
-    input: str | None = None
-    output: str = "out/nightly"
-    manifest: str | None = None
-    include: list[str] = field(default_factory=lambda: ["*.mp4", "*.mkv", "*.mov", "*.avi", "*.webm", "*.m4v"])
-    exclude: list[str] = field(default_factory=list)
-    endpoint_url: str | None = None
-    model: str = str(EMBEDDED_MODEL)
-    method: str = "tca"
-    task: str = "instance"
-    score_threshold: float = 0.5
-    short_side: int | None = None
-    chunk_frames: int = 64
-    overlap: int = 4
-    clip_frames: int = 8
-    actors: int = 1
-    cpus_per_actor: float = 1.0
-    torch_threads: int | None = None  # CPU inference threads per actor; None: Ray's (the declared CPUs)
-    gpus_per_actor: float = 0.0
-    # An inference actor that dies (lost node, out of memory) is restarted this many times, its
-    # batches retried until it is up again; beyond that the job stops and reports its unfinished
-    # videos failed. Commit tasks are retried max_task_retries times.
-    max_actor_restarts: int = 3
-    max_task_retries: int = 3
-    force: bool = False
-    ray_address: str | None = None
-    kill_actor_once: str | None = None  # fault injection, "N:MARKER" (stages.SegmentActor); off by default
-    verbose: bool = False  # Ray's own log lines and per-operator progress bars
+    """The nightly job's parameters; pipelines/options.py declares each one (its default, meaning and
+    range), and `parse_args` maps the command line's options onto them. Invalid values raise
+    ValueError naming the field and the reason.
+
+    Input: `input` (a prefix to list) or `manifest` (a file of URIs; `input` is then the prefix the
+    video ids are relative to), filtered by the `include` and `exclude` globs. Model and results:
+    MODEL_KNOBS plus `chunk_frames` and `overlap` (the resume signature covers them). Resources:
+    `actors`, `cpus_per_actor`, `gpus_per_actor`, `torch_threads`, `ray_address`."""
+
+    input: str | None = JOB_KNOBS["input"].field()
+    output: str = JOB_KNOBS["output"].field()
+    manifest: str | None = JOB_KNOBS["manifest"].field()
+    include: list[str] = JOB_KNOBS["include"].field()
+    exclude: list[str] = JOB_KNOBS["exclude"].field()
+    endpoint_url: str | None = JOB_KNOBS["endpoint_url"].field()
+    model: str = MODEL_KNOBS["model"].field()
+    method: str = MODEL_KNOBS["method"].field()
+    task: str = MODEL_KNOBS["task"].field()
+    score_threshold: float = MODEL_KNOBS["score_threshold"].field()
+    short_side: int | None = MODEL_KNOBS["short_side"].field()
+    chunk_frames: int = JOB_KNOBS["chunk_frames"].field()
+    overlap: int = JOB_KNOBS["overlap"].field()
+    clip_frames: int = MODEL_KNOBS["clip_frames"].field()
+    actors: int = JOB_KNOBS["actors"].field()
+    cpus_per_actor: float = JOB_KNOBS["cpus_per_actor"].field()
+    torch_threads: int | None = JOB_KNOBS["torch_threads"].field()
+    gpus_per_actor: float = JOB_KNOBS["gpus_per_actor"].field()
+    max_actor_restarts: int = JOB_KNOBS["max_actor_restarts"].field()
+    max_task_retries: int = JOB_KNOBS["max_task_retries"].field()
+    force: bool = JOB_KNOBS["force"].field()
+    ray_address: str | None = JOB_KNOBS["ray_address"].field()
+    kill_actor_once: str | None = JOB_KNOBS["kill_actor_once"].field()
+    verbose: bool = JOB_KNOBS["verbose"].field()
+
+    def __post_init__(self):
+        found = problems(self)
+        if found:
+            raise ValueError("job settings: " + "; ".join(found))
 
     def settings(self) -> dict:
         """Everything that changes the output of a video (its resume signature covers these)."""
@@ -117,8 +130,12 @@ class JobConfig:
         )
 
     def signature(self) -> str:
-        text = json.dumps(dict(model=self.model, settings=self.settings()), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        """The resume signature: a hash of the checkpoint's content (`checkpoint_identity`: its config
+        files and the sha256 of its weights, not its path) and of `settings()`. A rerun skips the
+        videos committed with the same signature and takes the chunks an interrupted run wrote with
+        it; the same checkpoint at another path, or a hub id and its cached snapshot, sign alike."""
+        identity = dict(model=checkpoint_identity(self.model), settings=self.settings())
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @functools.lru_cache(maxsize=16)
@@ -577,47 +594,15 @@ def _labels(model: str) -> dict[int, str]:
 
 
 def parse_args(argv=None) -> JobConfig:
-    defaults = JobConfig()
+    """The job's settings from its command line (`--help`: every knob of pipelines/options.py)."""
     parser = argparse.ArgumentParser(prog="pipelines.nightly", description=__doc__.splitlines()[0])
-    parser.add_argument("--input", help="prefix to list: s3://bucket/prefix/ or a local directory")
-    parser.add_argument("--output", required=True, help="output prefix: s3://bucket/prefix/ or a local directory")
-    parser.add_argument("--manifest", help="CSV, JSONL or Parquet file with a 'uri' column, instead of listing")
-    parser.add_argument("--include", nargs="+", default=defaults.include, help="globs on the relative path")
-    parser.add_argument("--exclude", nargs="+", default=defaults.exclude)
-    parser.add_argument("--endpoint-url", help="S3-compatible endpoint (credentials: standard AWS chain)")
-    parser.add_argument("--model", default=defaults.model, help="checkpoint directory or hub id")
-    parser.add_argument("--method", choices=["none", "clustering", "tca"], default=defaults.method)
-    parser.add_argument("--task", choices=["instance", "semantic", "both"], default=defaults.task)
-    parser.add_argument("--score-threshold", type=float, default=defaults.score_threshold)
-    parser.add_argument("--short-side", type=int, help="resize frames so the short side is this (masks stay full size)")
-    parser.add_argument("--chunk-frames", type=int, default=defaults.chunk_frames)
-    parser.add_argument("--overlap", type=int, default=defaults.overlap, help="warm-up frames before each chunk")
-    parser.add_argument("--clip-frames", type=int, default=defaults.clip_frames, help="frames per model call")
-    parser.add_argument("--actors", type=int, default=defaults.actors, help="inference actors")
-    parser.add_argument("--cpus-per-actor", type=float, default=defaults.cpus_per_actor)
-    parser.add_argument(
-        "--torch-threads",
-        type=int,
-        help="CPU inference threads per actor (default: the declared CPUs); on a CPU-only machine with one "
-        "actor, its core count lets inference use the cores that decoding leaves idle",
-    )
-    parser.add_argument("--gpus-per-actor", type=float, default=defaults.gpus_per_actor, help="fractions allowed")
-    parser.add_argument("--force", action="store_true", help="recompute videos already committed")
-    parser.add_argument("--verbose", action="store_true", help="show Ray's own log lines and progress bars")
-    parser.add_argument(
-        "--kill-actor-once",
-        metavar="N:MARKER",
-        help="fault injection (tests, drills): an inference actor's process exits after its N-th batch, "
-        "once: unless the file MARKER exists, which it creates (docs/reliability.md)",
-    )
-    parser.add_argument(
-        "--ray-address",
-        help="a cluster to join (default: the submitted job's cluster, one started on this machine, or a new local one)",
-    )
+    for knob in (*JOB_KNOBS.values(), *MODEL_KNOBS.values()):
+        knob.add_to(parser, **({"required": True} if knob.name == "output" else {}))
     args = parser.parse_args(argv)
-    if args.chunk_frames < 1 or args.overlap < 0 or args.clip_frames < 1:
-        parser.error("--chunk-frames and --clip-frames must be >= 1, --overlap >= 0")
-    return JobConfig(**vars(args))
+    try:
+        return JobConfig(**vars(args))
+    except ValueError as error:
+        parser.error(str(error))
 
 
 def main(argv=None) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -335,7 +334,6 @@ class SegmentActor:
         self.segmenter = VideoSegmenter.from_pretrained(model, device=device, dtype=dtype, **options)
         self.clip_frames = settings["clip_frames"]
         self.torch_threads = torch_threads
-        self.lineages: dict[str, str] = {}
         self.kill_once, self.calls = kill_once, 0
 
     def __call__(self, batch: dict) -> pa.Table:
@@ -355,27 +353,21 @@ class SegmentActor:
         if chunk["error"]:
             return dict(meta, lineage="", frames=[], error=str(chunk["error"]), inference_seconds=0.0)
         video_id, start, warm_start = chunk["video_id"], int(chunk["start"]), int(chunk["warm_start"])
-        continued = self.segmenter.continues(video_id, start) and video_id in self.lineages
-        if not continued:
-            self.segmenter.drop(video_id)
-            self.lineages[video_id] = uuid.uuid4().hex
-        first = start if continued else warm_start
-        frames = np.asarray(chunk["frames"])[first - warm_start :]
-        times = [float(t) for t in chunk["times"]][first - warm_start :]
+        stream = self.segmenter.start_stream(video_id, start, warmup=start - warm_start)
+        frames = np.asarray(chunk["frames"])[stream.first - warm_start :]
+        times = [float(t) for t in chunk["times"]][stream.first - warm_start :]
         begin = time.perf_counter()
         try:
-            results = self._segment(video_id, first, frames)
+            results = self._segment(video_id, stream.first, frames)
         except Exception as error:  # e.g. out of memory on a huge frame: this video fails, others go on
             self.segmenter.drop(video_id)
             return dict(meta, lineage="", frames=[], error=f"{chunk['uri']}: inference: {one_line(error)}")
-        lineage = self.lineages[video_id]
         if chunk["last"]:
             self.segmenter.drop(video_id)  # the video's last chunk: free its memory
-            self.lineages.pop(video_id, None)
         frames_out = [dict(_frame_fields(r), timestamp=t, warm=r.frame_index < start) for r, t in zip(results, times)]
         return dict(
             meta,
-            lineage=lineage,
+            lineage=stream.lineage,
             frames=frames_out,
             error="",
             inference_seconds=time.perf_counter() - begin,

@@ -2,33 +2,56 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 METHODS = ("none", "clustering", "tca")
+TASKS = ("instance", "semantic", "both")  # what VideoSegmenter segments: tracked instances, label maps, or both
+
+# The model trained here on generated videos and shipped in the package (docs/model_card.md).
+EMBEDDED_MODEL = Path(__file__).parent / "weights" / "swin-shapes"
 RECONSTRUCTIONS = ("mix", "residual")
 
 
 @dataclass(frozen=True)
 class AccelerationConfig:
-    """How the Swin backbone is accelerated.
+    """How the Swin backbone is accelerated: ../shared/design/TCA.md specifies the methods and
+    docs/tca.md says how tca_core realises them. Construction checks each setting's range below;
+    `resolved` fills in the None defaults and checks stage, alpha and grid against the backbone.
 
-    method: "none" (unmodified model), "clustering" (per-frame window token clustering) or "tca".
-    stage: 1-based Swin stage that is clustered (normally 3, the deepest).
-    alpha: 0-based block of that stage where clustering happens; blocks alpha..end run clustered.
-        None: half the stage's depth (resolved against the model by `resolved`).
-    grid: cluster grid h' per window (h' x h' cluster tokens replace w x w tokens).
-        None: two thirds of the window size, rounded (resolved against the model).
-    iters: soft k-means rounds of per-frame clustering.
-    temperature: sharpness of affinities, applied to the per-channel mean squared distance.
-    radius: a token is compared only with centers within this many grid cells of its own cell.
-    topk: clusters that contribute to each reconstructed token.
+    method: "none" (the unmodified model; the other settings are then unused), "clustering"
+        (per-frame window token clustering) or "tca" (clustering seeded from the previous frame's
+        cluster memory). One of METHODS.
+    stage: the 1-based Swin stage that is clustered: 1 .. the backbone's number of stages (4 for
+        the public Swin variants); normally 3, the deepest.
+    alpha: the 0-based block of that stage where clustering happens: blocks 0 .. alpha-1 run on
+        every token, blocks alpha .. end on the clusters. 0 .. the stage's depth - 1; None: half the
+        stage's depth, rounded down. Smaller is cheaper and less faithful.
+    grid: h', the side of each window's cluster grid in cluster tokens: h' x h' cluster tokens
+        replace the window's w x w tokens. 1 .. w, the window size (7 for Swin-T/S, 12 for Swin-B/L);
+        None: two thirds of w, rounded. Smaller is cheaper and less faithful.
+    iters: rounds of local soft k-means of per-frame clustering (also what a TCA reset runs); >= 1.
+    temperature: the sharpness of the affinities and of the reconstruction weights,
+        softmax(-temperature * d), d being the per-channel mean squared distance between a token and
+        a center (so one value suits every stage width); unitless, > 0. A low one pulls the centers
+        together (docs/tca.md, "Temperature and merging centers"); the shipped model uses 256.
+    radius: a token is compared only with the centers within this many grid cells of its own cell,
+        in rows and in columns; in cells, >= 0 (0: its own cell's center only).
+    topk: the clusters that contribute to each reconstructed token (its nearest allowed ones); >= 1,
+        a value above the allowed centers counting as all of them.
     reconstruction: how the stage output returns to full resolution: "mix" (each token is a mix of
         its processed clusters, TCA.md step 4) or "residual" (each token keeps its own input and adds
-        its clusters' update). None: "residual" for TCA, "mix" for per-frame clustering.
-    tau: TCA temporal threshold; tokens with cos(x[t], x[t-1]) >= tau seed the clusters with their
-        assignment in the previous frame.
-    tca_iters: k-means rounds of TCA on a continued frame (from the seeded clusters).
-    cut_threshold: a frame whose mean temporal cosine is below this is a scene cut (memory reset).
+        its clusters' update). One of RECONSTRUCTIONS; None: "residual" for TCA, "mix" for
+        per-frame clustering.
+    tau: TCA's temporal threshold, a cosine in -1 .. 1: tokens with cos(x[t], x[t-1]) >= tau (same
+        window, same position) seed the clusters with their soft assignment of the previous frame;
+        a higher tau seeds from fewer tokens. Used by "tca" only.
+    tca_iters: rounds of local soft k-means of TCA on a continued frame, from the seeded clusters;
+        >= 1. Used by "tca" only.
+    cut_threshold: a cosine in -1 .. 1: a frame whose mean temporal cosine over its real (not
+        padding) tokens is below this is a scene cut, and TCA resets its memory (per-frame
+        clustering for that frame). Used by "tca" only.
     """
 
     method: str = "none"
@@ -84,3 +107,25 @@ class AccelerationConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# Beside a checkpoint: the acceleration settings chosen for it by `tca-segment bench` (docs/benchmarks.md).
+TUNED_SETTINGS = "acceleration.json"
+# What an acceleration file leaves out: the method is the job's choice, and the reconstruction follows it.
+_NOT_TUNED = ("method", "reconstruction")
+
+
+def read_acceleration_file(path: Path, method: str) -> AccelerationConfig:
+    """`method` with the settings of the acceleration file at `path`; ValueError (naming the file) where
+    it is not one."""
+    try:
+        return AccelerationConfig(**json.loads(Path(path).read_text())["settings"], method=method)
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a valid acceleration settings file: {error}") from error
+
+
+def write_acceleration_file(path: Path, config: AccelerationConfig, chosen_by: str) -> None:
+    """Write `config`'s settings as an acceleration file at `path`, all but the method and the
+    reconstruction (`_NOT_TUNED`); `chosen_by` says how they were chosen (a line for readers)."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in _NOT_TUNED}
+    Path(path).write_text(json.dumps(dict(chosen_by=chosen_by, settings=settings), indent=2) + "\n")

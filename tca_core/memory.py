@@ -58,10 +58,15 @@ class TrackState:
 
 @dataclass
 class VideoMemory:
-    """Everything the segmenter remembers about one video between clips."""
+    """Everything the segmenter remembers about one video between clips.
+
+    next_frame: the index of the frame after the last one segmented (-1: none yet), whatever the
+    method; lineage: names the tracker whose instance ids this memory's results carry."""
 
     cluster: ClusterMemory = field(default_factory=ClusterMemory)
     tracks: TrackState = field(default_factory=TrackState)
+    next_frame: int = -1
+    lineage: str = ""
 
     def to_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """(tensors on CPU, string metadata): the memory in a serialisable form."""
@@ -78,6 +83,8 @@ class VideoMemory:
             "frame_index": str(self.cluster.frame_index),
             "signature": json.dumps(list(self.cluster.signature)),
             "next_id": str(self.tracks.next_id),
+            "next_frame": str(self.next_frame),
+            "lineage": self.lineage,
         }
         return tensors, metadata
 
@@ -98,7 +105,12 @@ class VideoMemory:
             ids=get("tracks.ids"),
             next_id=int(metadata["next_id"]),
         )
-        return cls(cluster=cluster, tracks=tracks)
+        return cls(
+            cluster=cluster,
+            tracks=tracks,
+            next_frame=int(metadata.get("next_frame", -1)),
+            lineage=metadata.get("lineage", ""),
+        )
 
     def to_bytes(self) -> bytes:
         tensors, metadata = self.to_tensors()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -10,14 +9,8 @@ from pathlib import Path
 import torch
 from transformers import AutoImageProcessor, Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
 
-from .config import AccelerationConfig
+from .config import TUNED_SETTINGS, AccelerationConfig, read_acceleration_file
 from .swin import AcceleratedSwinBackbone
-
-# The model trained here on generated videos and shipped in the package (docs/model_card.md).
-EMBEDDED_MODEL = Path(__file__).parent / "weights" / "swin-shapes"
-
-# Beside a checkpoint: the acceleration settings chosen for it from `tca-segment bench` (docs/benchmarks.md).
-TUNED_SETTINGS = "acceleration.json"
 
 # Beside a checkpoint: its Hugging Face image processor config (size and normalisation of its inputs).
 PREPROCESSOR_CONFIG = "preprocessor_config.json"
@@ -75,10 +68,7 @@ def tuned_acceleration(source: str | Path, method: str) -> AccelerationConfig:
     path = Path(source) / TUNED_SETTINGS
     if method == "none" or not path.is_file():
         return AccelerationConfig(method=method)
-    try:
-        return AccelerationConfig(**json.loads(path.read_text())["settings"], method=method)
-    except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{path}: not a valid acceleration settings file: {error}") from error
+    return read_acceleration_file(path, method)
 
 
 def accelerate(model: Mask2FormerForUniversalSegmentation, acceleration: AccelerationConfig) -> AcceleratedSwinBackbone:

@@ -7,19 +7,19 @@ It takes clips (consecutive frames of a video), runs the whole batch through the
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import AccelerationConfig
+from .config import TASKS, AccelerationConfig
 from .memory import MemoryBank, VideoMemory
 from .model import IMAGENET_MEAN, IMAGENET_STD, ImageProcessing, accelerate, image_processing, load_model
 from .swin import FrameStats, FrameStream
 from .tracking import track_frame
 
-TASKS = ("instance", "semantic", "both")
 STUFF_NAMES = ("background",)  # categories never reported as instances
 
 
@@ -40,6 +40,19 @@ class Clip:
             raise ValueError(f"clip of video {self.video_id!r}: frames must be uint8, got {frames.dtype}")
         if self.start < 0:
             raise ValueError(f"clip of video {self.video_id!r}: start must be >= 0, got {self.start}")
+
+
+@dataclass(frozen=True)
+class StreamStart:
+    """Where a video's frames begin (`VideoSegmenter.start_stream`): segment from frame `first`
+    on; `continued` says whether the video's memory went on from an earlier clip (then `first` is
+    the requested start) or started afresh (then the warm-up frames come first); the results carry
+    instance ids of the tracker named `lineage`."""
+
+    video_id: str
+    first: int
+    lineage: str
+    continued: bool
 
 
 @dataclass
@@ -146,7 +159,31 @@ class VideoSegmenter:
     def acceleration(self, config: AccelerationConfig):
         self.backbone.acceleration = config
 
-    # --- memory -------------------------------------------------------------------------------
+    # --- video streams ------------------------------------------------------------------------
+
+    def start_stream(self, video_id: str, start: int, warmup: int = 0) -> StreamStart:
+        """Where to begin segmenting a video's frames from `start` on, with `warmup` frames before
+        it available: where the video's memory ends just before `start`, it continues (no warm-up
+        frames, same lineage); otherwise a fresh memory with a new lineage starts, on the warm-up
+        frames. Clips from `first` on, in order, then go to `process`."""
+        if not 0 <= warmup <= start:
+            raise ValueError(f"{warmup} warm-up frames before frame {start}: need 0 <= warm-up <= start")
+        if video_id in self.memories:
+            memory = self.memories.get(video_id)
+            if memory.next_frame == start:
+                return StreamStart(video_id, start, memory.lineage, continued=True)
+        memory = VideoMemory(lineage=uuid.uuid4().hex)
+        self.memories.put(video_id, memory)
+        return StreamStart(video_id, start - warmup, memory.lineage, continued=False)
+
+    def drop(self, video_id: str):
+        """Forget a video (its last clip is done, or it failed)."""
+        self.memories.drop(video_id)
+
+    @property
+    def videos_in_memory(self) -> int:
+        """How many videos' memories this segmenter holds (at most `max_videos`)."""
+        return len(self.memories)
 
     def export_memory(self, video_id: str) -> bytes:
         """The video's memory as bytes (safetensors), to continue it elsewhere with `import_memory`."""
@@ -154,15 +191,6 @@ class VideoSegmenter:
 
     def import_memory(self, video_id: str, data: bytes):
         self.memories.put(video_id, VideoMemory.from_bytes(data, device=self.device))
-
-    def continues(self, video_id: str, frame_index: int) -> bool:
-        """Whether the video's memory ends at the frame just before `frame_index` (so a clip starting
-        there continues it rather than starting afresh)."""
-        return video_id in self.memories and self.memories.get(video_id).cluster.frame_index == frame_index - 1
-
-    def drop(self, video_id: str):
-        """Forget a video (its last clip is done)."""
-        self.memories.drop(video_id)
 
     # --- inference ----------------------------------------------------------------------------
 
@@ -196,6 +224,7 @@ class VideoSegmenter:
         height, width = clips[0].frames.shape[1:3]
         results, row = [], 0
         for clip, memory, stream in zip(clips, memories, streams):
+            memory.next_frame = clip.start + len(clip.frames)
             frames = []
             for frame_index in stream.frame_indices:
                 result = FrameResult(clip.video_id, frame_index, height, width, stats=stats[row])

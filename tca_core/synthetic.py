@@ -19,6 +19,9 @@ CATEGORIES = {0: "background", 1: "disc", 2: "square", 3: "triangle", 4: "star"}
 THING_CATEGORIES = (1, 2, 3, 4)
 CATEGORY_HUES = {1: 0.0, 2: 0.25, 3: 0.5, 4: 0.75}
 JITTER = 6  # pixels of camera jitter at most, each way
+# Training videos use seeds below this, evaluation (the held-out videos) seeds from it up: no video
+# the model is evaluated on was seen in training.
+HELD_OUT_SEED = 1_000_000_000
 
 
 @dataclass

@@ -6,7 +6,7 @@
 Seeded and resumable: a checkpoint (model, optimizer, step, random states) is written atomically
 every `--checkpoint-every` steps, and the data of step k depends only on (seed, k). Uses a GPU when
 one is present. The result is a `save_pretrained` directory (float16 safetensors) at OUT/model.
-Training videos use seeds below HELD_OUT_SEED; evaluation uses seeds from HELD_OUT_SEED up.
+Training videos use seeds below `tca_core.synthetic.HELD_OUT_SEED` (evaluation uses those from it up).
 """
 
 from __future__ import annotations
@@ -28,9 +28,8 @@ from .model import (
     preprocessor_config,
     swin_mask2former_config,
 )
-from .synthetic import CATEGORIES, SyntheticVideo
+from .synthetic import CATEGORIES, HELD_OUT_SEED, SyntheticVideo
 
-HELD_OUT_SEED = 1_000_000_000
 FRAME_SIZE = (224, 336)  # stage 3 is 14x21 tokens: whole 7x7 windows
 # What the exported preprocessor config asks of other frames: the training short side, with the long
 # side capped at twice that (16:9 and 4:3 frames keep short side 224; docs/model_card.md).

@@ -15,7 +15,12 @@ import yaml
 from ray.serve import Application
 from ray.serve.schema import ServeDeploySchema
 
-from deploy.serve_app import NightlyJobs, SegmentService, ServiceOptions
+from deploy import serve_app
+from deploy.errors import OVERLOAD_STATUS, REQUESTS_RETRY_AFTER_S
+from deploy.health import PROBE_WAIT_S
+from deploy.jobs import HEAD_NODE, NightlyJobs
+from deploy.schemas import ServiceOptions
+from deploy.serve_app import SegmentService
 from pipelines.nightly import parse_args
 from tca_core.allocator import INFERENCE_ENV
 
@@ -51,6 +56,21 @@ def _check_application(app: dict):
     assert service["max_queued_requests"] > 0 and service["backpressure_config"]["retry_after_s"] > 0
     # The config's ray_actor_options replace the code's whole: it must repeat the allocator settings.
     assert service["ray_actor_options"]["runtime_env"]["env_vars"] == INFERENCE_ENV
+    # One overload answer (deploy/errors.py): the config's is the code's.
+    overload = {"status_code": OVERLOAD_STATUS, "retry_after_s": REQUESTS_RETRY_AFTER_S}
+    assert service["backpressure_config"] == overload == SegmentService.backpressure_config.model_dump()
+    jobs = next(d for d in app["deployments"] if d["name"] == NightlyJobs.name)
+    assert HEAD_NODE in jobs.get("ray_actor_options", NightlyJobs.ray_actor_options).get("resources", {})
+
+
+def _check_lifecycle(config: dict):
+    """Health checks and graceful shutdown (deploy/serve_app.py, unless the config sets them): a check
+    outlasts the probe's wait, and a stopping replica waits as long as the proxy waits for a request."""
+    (app,) = config["applications"]
+    service = next(d for d in app["deployments"] if d["name"] == SegmentService.name)
+    assert service.get("health_check_timeout_s", serve_app.HEALTH_CHECK_TIMEOUT_S) > PROBE_WAIT_S
+    shutdown = service.get("graceful_shutdown_timeout_s", serve_app.GRACEFUL_SHUTDOWN_TIMEOUT_S)
+    assert shutdown >= config["http_options"]["request_timeout_s"]
 
 
 def test_versions_of_the_pins_are_the_installed_ones():
@@ -61,6 +81,7 @@ def test_serve_config_builds_the_application():
     (config,) = _load("deploy/serve_config.yaml")
     app = _application(config)
     _check_application(app)
+    _check_lifecycle(config)
     assert app["route_prefix"] == "/" and config["http_options"]["port"] == 8000
 
 
@@ -104,8 +125,10 @@ def test_rayjob_runs_the_nightly_job():
 def test_rayservice_serves_the_application_of_serve_config():
     (service,) = _load("deploy/k8s/rayservice.yaml")
     assert (service["apiVersion"], service["kind"]) == ("ray.io/v1", "RayService")
-    app = _application(yaml.safe_load(service["spec"]["serveConfigV2"]))
+    serve_config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    app = _application(serve_config)
     _check_application(app)
+    _check_lifecycle(serve_config)
     (local,) = _load("deploy/serve_config.yaml")
     reference = _application(local)
     for key in ("name", "route_prefix", "import_path"):

@@ -8,12 +8,10 @@ import sys
 import pytest
 
 from pipelines.cli import main
-from tca_core.config import AccelerationConfig
+from tca_core.config import EMBEDDED_MODEL, AccelerationConfig
 from tca_core.evaluation import evaluate_generated
-from tca_core.model import EMBEDDED_MODEL
 from tca_core.segmenter import VideoSegmenter
-from tca_core.synthetic import CATEGORIES
-from tca_core.train import HELD_OUT_SEED
+from tca_core.synthetic import CATEGORIES, HELD_OUT_SEED
 
 # A fixed held-out set small enough for CI; `tca-segment evaluate` runs the full one (docs/model_card.md).
 CI_HELD_OUT = [HELD_OUT_SEED + i for i in range(4)]
@@ -28,7 +26,7 @@ def test_weights_ship_inside_the_package_within_25_mb():
 def test_loads_offline_with_an_empty_cache(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), TRANSFORMERS_OFFLINE="1")
     script = (
-        "from tca_core.segmenter import VideoSegmenter; from tca_core.model import EMBEDDED_MODEL; "
+        "from tca_core.segmenter import VideoSegmenter; from tca_core.config import EMBEDDED_MODEL; "
         "s = VideoSegmenter.from_pretrained(EMBEDDED_MODEL); print(sorted(s.labels.values()))"
     )
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from helpers import free_port
 
 from pipelines.video_io import write_mp4
@@ -98,3 +99,32 @@ def test_job_submission_to_a_local_cluster(small_config, tmp_path):
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=60)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_the_services_job_settings_reach_the_job_through_its_command_line():
+    """What `POST /jobs` submits (deploy/jobs.py): the job's settings as `python -m pipelines.nightly`
+    arguments, which the job's own parser reads back whole; settings it cannot carry are refused."""
+    from deploy.jobs import check_job_settings, job_arguments, job_config
+    from deploy.schemas import JobRequest, ServiceOptions
+    from pipelines.nightly import parse_args
+
+    options = ServiceOptions(
+        model="/models/m", method="none", score_threshold=0.0, short_side=160, job=dict(actors=2, cpus_per_actor=0.5)
+    )
+    request = JobRequest(input="/in", output="/out", include=["*.mkv"], exclude=["cam/*"], force=True)
+    config = job_config(options, request, "/in", "/out")
+    arguments = job_arguments(config)
+    assert parse_args(arguments) == config
+    assert arguments[:4] == ["--input", "/in", "--output", "/out"] and "--force" in arguments
+    with pytest.raises(ValueError, match="argument --include: expected at least one argument"):
+        check_job_settings(ServiceOptions(job=dict(include=[])))
+
+
+def test_an_unreachable_job_service_is_named_in_the_error():
+    from deploy.jobs import JobServiceError, NightlyJobs
+    from deploy.schemas import ServiceOptions
+
+    jobs = NightlyJobs.func_or_class(ServiceOptions(dashboard_address=f"http://127.0.0.1:{free_port()}"))
+    with pytest.raises(JobServiceError, match=r"Ray's job service at http://127\.0\.0\.1:\d+: "):
+        jobs.status(f"nightly-{'0' * 32}")
+    assert jobs.status("raysubmit_1") is None  # not an id this service gives: not asked at all

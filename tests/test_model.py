@@ -9,8 +9,8 @@ from helpers import smooth_video
 from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, ResNetConfig
 
 from pipelines.nightly import JobConfig
-from tca_core.config import AccelerationConfig
-from tca_core.model import EMBEDDED_MODEL, TUNED_SETTINGS, load_model, tuned_acceleration
+from tca_core.config import EMBEDDED_MODEL, AccelerationConfig
+from tca_core.model import TUNED_SETTINGS, load_model, tuned_acceleration
 from tca_core.segmenter import Clip, VideoSegmenter
 
 

@@ -8,8 +8,8 @@ import pytest
 from helpers import smooth_video
 from transformers import AutoImageProcessor
 
+from tca_core.config import EMBEDDED_MODEL
 from tca_core.model import (
-    EMBEDDED_MODEL,
     IMAGENET_MEAN,
     IMAGENET_STD,
     PREPROCESSOR_CONFIG,

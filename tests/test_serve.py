@@ -1,9 +1,12 @@
 """The Ray Serve application (deploy/serve_app.py) on local Ray, called over real HTTP on 127.0.0.1."""
 
+import asyncio
 import http.client
 import os
 import re
+import threading
 import time
+import types
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,8 +20,7 @@ from helpers import free_port, moto_s3
 
 from pipelines.video_io import write_mp4
 from tca_core import rle
-from tca_core.synthetic import SyntheticVideo, moving_disc_clip
-from tca_core.train import HELD_OUT_SEED
+from tca_core.synthetic import HELD_OUT_SEED, SyntheticVideo, moving_disc_clip
 
 REPO = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 64, 96
@@ -42,12 +44,20 @@ def s3():
 
 
 @pytest.fixture(scope="module")
-def service(small_config, tmp_path_factory, s3):
+def dashboard() -> str:
+    """The address of the module's Ray dashboard: Ray's job submission API, which /jobs uses."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(scope="module")
+def service(small_config, tmp_path_factory, s3, dashboard):
     """The application with a tiny random-weight model and small limits; yields (base URL, data dir)."""
     import ray
     from ray import serve
 
-    from deploy.serve_app import NightlyJobs, SegmentService, ServiceOptions
+    from deploy.jobs import NightlyJobs
+    from deploy.schemas import ServiceOptions
+    from deploy.serve_app import SegmentService
     from tca_core.model import build_model
 
     root = tmp_path_factory.mktemp("serve")
@@ -67,16 +77,25 @@ def service(small_config, tmp_path_factory, s3):
         endpoint_url=endpoint,
         job=dict(cpus_per_actor=0.5, chunk_frames=8, clip_frames=4),
         max_videos=MAX_VIDEOS,
+        max_running_jobs=1,
+        dashboard_address=dashboard,
         **LIMITS,
     )
     port = free_port()
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)  # after s3: env inherited
+    ray.init(  # after s3: env inherited
+        address="local",
+        num_cpus=4,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=int(dashboard.rsplit(":", 1)[1]),
+        log_to_driver=False,
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     # Small bounds so that a burst of requests overflows them; the 503's Retry-After is the shipped default.
     deployment = SegmentService.options(
         ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=4, max_queued_requests=4
     )
-    serve.run(deployment.bind(options, NightlyJobs.bind(1)), name="tca", route_prefix="/")
+    serve.run(deployment.bind(options, NightlyJobs.bind(options)), name="tca", route_prefix="/")
     yield f"http://127.0.0.1:{port}", root
     serve.shutdown()
     ray.shutdown()
@@ -297,21 +316,121 @@ def test_malformed_requests_name_the_field(service, tmp_path):
         assert field in detail[0]["loc"] and detail[0]["msg"], (name, detail)
 
 
-def test_nightly_job_runs_over_an_archive_prefix(service):
+def _wait_for_job(base: str, job_id: str, seconds: float = 150) -> dict:
+    """The job's status once it is no longer running."""
+    deadline = time.time() + seconds
+    while (status := requests.get(f"{base}/jobs/{job_id}", timeout=30).json())["state"] == "running":
+        assert time.time() < deadline, status
+        time.sleep(1)
+    return status
+
+
+@pytest.fixture(scope="module")
+def finished_job(service) -> tuple[str, dict]:
+    """The nightly job over a one-video archive, submitted through /jobs and run to its end: (id, status)."""
     base, root = service
     archive = root / "clips" / "archive"
     _clip(archive / "cam" / "v.mp4", 10, seed=3)
     submitted = requests.post(f"{base}/jobs", json={"input": str(archive), "output": str(root / "out" / "run")})
     assert submitted.status_code == 202, submitted.text
     job_id = submitted.json()["job_id"]
-    deadline = time.time() + 150
-    while (status := requests.get(f"{base}/jobs/{job_id}", timeout=30).json())["state"] == "running":
-        assert time.time() < deadline, status
-        time.sleep(1)
+    return job_id, _wait_for_job(base, job_id)
+
+
+def test_nightly_job_runs_over_an_archive_prefix(service, finished_job):
+    base, root = service
+    _, status = finished_job
     assert status["state"] == "succeeded", status
     assert status["summary"]["videos_ok"] == 1 and status["summary"]["frames"] == 10
     table = pq.read_table(root / "out" / "run" / "frames" / "cam" / "v.mp4.parquet")
     assert sorted(table.column("frame_index").to_pylist()) == list(range(10))
+
+
+def _jobs_replicas() -> dict[str, str]:
+    """Actor id -> actor name of the `tca` application's live NightlyJobs replicas."""
+    import ray
+
+    return {
+        actor_id: actor["Name"]
+        for actor_id, actor in ray._private.state.actors().items()
+        if actor["State"] == "ALIVE" and actor["ActorClassName"] == "ServeReplica:tca:NightlyJobs"
+    }
+
+
+def test_a_jobs_status_and_logs_outlive_a_restart_of_the_jobs_replica(service, finished_job, dashboard):
+    """Ray's job manager holds the job: a fresh jobs replica, and a fresh client of Ray's job API,
+    read back the same status, summary and logs."""
+    import ray
+    from ray.job_submission import JobSubmissionClient
+
+    base, _ = service
+    job_id, status = finished_job
+    (old, name), *_ = _jobs_replicas().items()
+    ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)  # Serve starts another replica
+    deadline = time.time() + 90
+    while (replicas := _jobs_replicas()) in ({}, {old: name}) or (
+        again := requests.get(f"{base}/jobs/{job_id}", timeout=30)
+    ).status_code != 200:
+        assert time.time() < deadline, replicas
+        time.sleep(1)
+    assert old not in replicas and again.json() == status
+    logs = requests.get(f"{base}/jobs/{job_id}/logs", timeout=30)
+    assert logs.status_code == 200 and "videos: 1 ok, 0 failed" in logs.json()["logs"], logs.text
+    fresh = JobSubmissionClient(dashboard)
+    assert fresh.get_job_status(job_id) == "SUCCEEDED" and "videos: 1 ok, 0 failed" in fresh.get_job_logs(job_id)
+
+
+def test_a_running_job_counts_against_the_limit_until_it_is_stopped(service):
+    base, root = service
+    archive = root / "clips" / "archive-stopped"
+    _clip(archive / "v.mp4", 10, seed=4)
+    job = {"input": str(archive), "output": str(root / "out" / "stopped")}
+    submitted = requests.post(f"{base}/jobs", json=job, timeout=60)
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["job_id"]
+    refused = requests.post(f"{base}/jobs", json=job, timeout=60)  # max_running_jobs=1
+    assert refused.status_code == 503 and refused.headers.get("Retry-After") == "60", refused.text
+    assert "1 jobs are running already" in refused.json()["detail"][0]["msg"]
+    stopping = requests.post(f"{base}/jobs/{job_id}/stop", timeout=60)
+    assert stopping.status_code == 202 and stopping.json()["job_id"] == job_id, stopping.text
+    status = _wait_for_job(base, job_id, seconds=60)
+    assert status["state"] == "stopped" and status["finished_at"] and status["error"], status
+    assert requests.get(f"{base}/jobs/{job_id}/logs", timeout=30).status_code == 200
+    unknown = requests.post(f"{base}/jobs/nightly-{'0' * 32}/stop", timeout=30)
+    assert unknown.status_code == 404 and unknown.json()["detail"][0]["loc"] == ["path", "job_id"]
+
+
+def test_check_health_fails_while_the_inference_thread_is_wedged():
+    """The deployment's check_health, on a replica's inference thread (a real one) that a forward pass
+    blocks: it passes while the probe may still be waiting behind work, fails once the probe has
+    waited `inference_wedged_s`, and passes again when the thread runs again."""
+    from deploy.health import InferenceProbe, InferenceWedged
+    from deploy.serve_app import SegmentService
+
+    inference = ThreadPoolExecutor(1)  # the replica's inference thread and probe (__init__), without the model
+    replica = types.SimpleNamespace(inference=inference, probe=InferenceProbe(inference, wedged_after_s=1, wait_s=0.2))
+    check_health = SegmentService.func_or_class.check_health
+    stuck = threading.Event()
+
+    async def scenario():
+        began = time.monotonic()
+        await check_health(replica)  # idle: the probe runs at once
+        assert time.monotonic() - began < 0.2
+        inference.submit(stuck.wait, 30)  # a forward pass that does not return
+        await check_health(replica)  # the probe waits behind it, not for long yet
+        await asyncio.sleep(1.0)
+        with pytest.raises(InferenceWedged, match="has not run a health probe for 1 s"):
+            await check_health(replica)
+        with pytest.raises(InferenceWedged):  # and keeps failing while the thread stays stuck
+            await check_health(replica)
+        stuck.set()
+        await check_health(replica)  # the thread ran the probe
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        stuck.set()
+        inference.shutdown()
 
 
 def test_shipped_model_with_the_shipped_config_finds_the_shapes(service, tmp_path):
@@ -425,7 +544,10 @@ def test_memory_stays_bounded_when_flooded(service, tmp_path):
     assert set(codes) <= {200, 503} and codes.count(200) >= 8, codes
     assert requests.get(f"{base}/stats", timeout=30).json()["videos_in_memory"] <= MAX_VIDEOS
     growth = {name: after[name] - before[name] for name in before}
-    assert all(mb < 64 for mb in growth.values()), growth  # 1 GiB was offered, in bodies of 128 MiB
+    # 1 GiB was offered, in bodies of 128 MiB. The replica reads none of them. Serve's proxy reads
+    # ahead a part of each body before the replica's refusal reaches it, how much depending on timing
+    # (33 MB in this module alone, 66 MB once in a full suite run on 2 cores): never a whole body.
+    assert growth["ServeReplica:tca:SegmentService"] < 64 and growth["ProxyActor"] < 128, growth
     print(
         f"FIGURES endpoint-flood: offered_mb=1024, refused_413={oversized.count(413)}, refused_411={chunked.count(411)}, "
         f"flood_requests={len(codes)}, ok={codes.count(200)}, busy_503={codes.count(503)}, "
