@@ -11,8 +11,8 @@ the application loses no job. Jobs are told apart from other Ray jobs by their m
 One replica, on the head node next to the dashboard (`dashboard_address`, default
 http://127.0.0.1:8265), serialises submissions, so that `max_running_jobs`, counted from Ray's job
 list, holds whichever ingress replica is asked. Once finished, a job's summary is the file the
-job writes next to its run manifest (`manifests/<run_id>.summary.json`, docs/output.md); the run
-id is the one the job's last line names.
+job writes next to its run manifest (`manifests/<run_id>.summary.json`, docs/output.md), whose run
+id the service gives the job: its submission id.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ STATES = {
     JobStatus.FAILED: "failed",
     JobStatus.STOPPED: "stopped",
 }
-RUN_LINE = re.compile(r"\(manifest manifests/(\S+)\.parquet\)\s*$", re.MULTILINE)  # pipelines.nightly.main's last
 HEAD_NODE = "node:__internal_head__"  # a resource only the head node has
 FINISHED_KEPT = 1024  # finished jobs' answers cached (they no longer change)
 
@@ -86,7 +85,7 @@ def job_arguments(config: JobConfig) -> list[str]:
         value = getattr(config, field.name)
         if value == getattr(defaults, field.name) or value is None or value is False:
             continue
-        flag = "--" + field.name.replace("_", "-")
+        flag = field.metadata["knob"].flag
         if value is True:
             arguments.append(flag)
         elif isinstance(value, (list, tuple)):
@@ -142,11 +141,12 @@ class NightlyJobs:
 
     def submit(self, config: JobConfig) -> str | None:
         """Start a job; its id, or None when `max_running` of this service's jobs are running."""
+        job_id = f"nightly-{uuid.uuid4().hex}"  # also the run's id: its summary's name
+        config = dataclasses.replace(config, run_id=job_id)
         entrypoint = shlex.join([sys.executable, "-m", "pipelines.nightly", *job_arguments(config)])
         with self.lock:
             if self._running() >= self.max_running:
                 return None
-            job_id = f"nightly-{uuid.uuid4().hex}"
             metadata = dict(JOB_KIND, input=config.input, output=config.output)
             self._call(
                 lambda client: client.submit_job(
@@ -214,7 +214,7 @@ class NightlyJobs:
         summary = error = None
         if state != "running":
             logs = self._call(lambda client: client.get_job_logs(info.submission_id))
-            summary = self._summary(info.metadata["output"], logs)
+            summary = self._summary(info.metadata["output"], info.submission_id)
             error = _error(state, info, summary, logs)
         return dict(
             job_id=info.submission_id,
@@ -227,13 +227,10 @@ class NightlyJobs:
             error=error,
         )
 
-    def _summary(self, output: str, logs: str) -> dict | None:
-        """The run's summary file, found by the run id of the job's last line; None without one."""
-        runs = RUN_LINE.findall(logs)
-        if not runs:
-            return None
+    def _summary(self, output: str, run_id: str) -> dict | None:
+        """The run's summary file (the job's run id is its submission id); None without one."""
         store = Output(output, self.endpoint_url)
-        path = store.path("manifests", f"{runs[-1]}.summary.json")
+        path = store.path("manifests", f"{run_id}.summary.json")
         try:
             return json.loads(store.fs.cat_file(path)) if store.fs.exists(path) else None
         except (OSError, ValueError) as error:  # a storage failure, or a file that is not JSON

@@ -45,7 +45,7 @@ from ray.serve.handle import DeploymentHandle
 
 from tca_core.allocator import INFERENCE_ENV
 from tca_core.model import tuned_acceleration
-from tca_core.segmenter import Clip, FrameResult, StreamStart, VideoSegmenter
+from tca_core.segmenter import Clip, FrameResult, StreamLost, StreamStart, VideoSegmenter
 
 from .errors import JOBS_RETRY_AFTER_S, OVERLOAD_STATUS, REQUESTS_RETRY_AFTER_S, overloaded, reject
 from .health import InferenceProbe
@@ -232,9 +232,20 @@ class SegmentService:
         results = await self._on_inference_thread(self._process, work)
         return [(result, len(work)) for result in results]
 
-    def _process(self, work: list[_Work]) -> list[list[FrameResult]]:
+    def _process(self, work: list[_Work]) -> list[list[FrameResult] | StreamLost]:
+        """The batch's clips through the model; a clip whose stream was lost (its video's memory
+        evicted by other videos since its request began) gets `StreamLost` instead, the others run."""
+        lost = {
+            item.clip.video_id
+            for item in work
+            if not self.segmenter.holds_stream(item.clip.video_id, item.clip.lineage)
+        }
         try:
-            return self.segmenter.process([item.clip for item in work])
+            done = iter(self.segmenter.process([item.clip for item in work if item.clip.video_id not in lost]))
+            return [
+                StreamLost(f"video {item.clip.video_id!r}") if item.clip.video_id in lost else next(done)
+                for item in work
+            ]
         finally:
             for item in work:
                 if item.release:
@@ -281,11 +292,13 @@ class SegmentService:
         results, batch_sizes = [], []
         try:
             for offset in range(0, len(todo), clip_frames):
-                clip = Clip(
-                    stream.video_id, stream.first + offset, np.ascontiguousarray(todo[offset : offset + clip_frames])
-                )
+                pixels = np.ascontiguousarray(todo[offset : offset + clip_frames])
+                clip = Clip(stream.video_id, stream.first + offset, pixels, lineage=stream.lineage)
                 release = not keep and offset + clip_frames >= len(todo)
                 done, size = await self.infer(_Work(clip, release=release))
+                if isinstance(done, StreamLost):
+                    message = f"{done}: more videos in flight than this replica keeps (max_videos); send it again"
+                    raise overloaded(("body",), message, REQUESTS_RETRY_AFTER_S)
                 results += [result for result in done if result.frame_index >= fields.start_frame]
                 batch_sizes.append(size)
         except BaseException:  # failed or cancelled: its memory is not where the next request expects it

@@ -107,6 +107,7 @@ class JobConfig:
     max_actor_restarts: int = JOB_KNOBS["max_actor_restarts"].field()
     max_task_retries: int = JOB_KNOBS["max_task_retries"].field()
     force: bool = JOB_KNOBS["force"].field()
+    run_id: str | None = JOB_KNOBS["run_id"].field()
     ray_address: str | None = JOB_KNOBS["ray_address"].field()
     kill_actor_once: str | None = JOB_KNOBS["kill_actor_once"].field()
     verbose: bool = JOB_KNOBS["verbose"].field()
@@ -297,7 +298,7 @@ def run_job(config: JobConfig, progress: bool = True) -> dict:
     """Run the job; returns the summary (also written next to the run manifest)."""
     import ray
 
-    state = RunState(_new_run_id(), config, config.settings(), config.signature())
+    state = RunState(config.run_id or _new_run_id(), config, config.settings(), config.signature())
     output = Output(config.output, config.endpoint_url)
     todo = _videos_to_do(config, output, state)
     begin = time.perf_counter()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ class Knob:
     maximum: float | None = None
     many: bool = False
     metavar: str | None = None
+    pattern: str | None = None  # a regular expression the whole value matches
 
     @property
     def flag(self) -> str:
@@ -72,6 +74,8 @@ class Knob:
             return f"must be >= {self.minimum}, got {value}"
         if self.maximum is not None and value > self.maximum:
             return f"must be <= {self.maximum}, got {value}"
+        if self.pattern is not None and not re.fullmatch(self.pattern, value):
+            return f"must match {self.pattern}, got {value!r}"
         return None
 
 
@@ -127,6 +131,13 @@ JOB_KNOBS = _knobs(
     ),
     Knob("max_task_retries", 3, "retries of a commit task", int, minimum=0),
     Knob("force", False, "recompute videos already committed with the same signature", bool),
+    Knob(
+        "run_id",
+        None,
+        "the run's id, naming its manifest and summary under <output>/manifests/ (default: a new one, "
+        "from the time and a random suffix); give every run its own",
+        pattern=r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}",
+    ),
     Knob(
         "ray_address",
         None,

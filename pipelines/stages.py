@@ -358,7 +358,7 @@ class SegmentActor:
         times = [float(t) for t in chunk["times"]][stream.first - warm_start :]
         begin = time.perf_counter()
         try:
-            results = self._segment(video_id, stream.first, frames)
+            results = self._segment(stream, frames)
         except Exception as error:  # e.g. out of memory on a huge frame: this video fails, others go on
             self.segmenter.drop(video_id)
             return dict(meta, lineage="", frames=[], error=f"{chunk['uri']}: inference: {one_line(error)}")
@@ -373,12 +373,14 @@ class SegmentActor:
             inference_seconds=time.perf_counter() - begin,
         )
 
-    def _segment(self, video_id: str, first: int, frames: np.ndarray) -> list:
+    def _segment(self, stream, frames: np.ndarray) -> list:
+        """The frames from `stream.first` on (a StreamStart), clip by clip."""
         from tca_core.segmenter import Clip
 
         results = []
         for offset in range(0, len(frames), self.clip_frames):
-            clip = Clip(video_id, first + offset, np.ascontiguousarray(frames[offset : offset + self.clip_frames]))
+            pixels = np.ascontiguousarray(frames[offset : offset + self.clip_frames])
+            clip = Clip(stream.video_id, stream.first + offset, pixels, lineage=stream.lineage)
             results += self.segmenter.process([clip])[0]
         return results
 

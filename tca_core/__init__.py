@@ -18,6 +18,8 @@ _SOURCES = {
     "FrameResult": "segmenter",
     "FrameStats": "swin",
     "Instance": "segmenter",
+    "StreamLost": "segmenter",
+    "StreamStart": "segmenter",
     "VideoSegmenter": "segmenter",
     "tuned_acceleration": "model",
 }

@@ -25,11 +25,14 @@ STUFF_NAMES = ("background",)  # categories never reported as instances
 
 @dataclass
 class Clip:
-    """`frames` (T, H, W, 3) uint8 RGB are frames start .. start+T-1 of video `video_id`."""
+    """`frames` (T, H, W, 3) uint8 RGB are frames start .. start+T-1 of video `video_id`;
+    `lineage`, when given, the stream (`StreamStart.lineage`) the clip continues: `process` refuses
+    it with `StreamLost` if the video's memory has since been dropped or replaced."""
 
     video_id: str
     start: int
     frames: np.ndarray
+    lineage: str | None = None
 
     def __post_init__(self):
         frames = self.frames
@@ -40,6 +43,11 @@ class Clip:
             raise ValueError(f"clip of video {self.video_id!r}: frames must be uint8, got {frames.dtype}")
         if self.start < 0:
             raise ValueError(f"clip of video {self.video_id!r}: start must be >= 0, got {self.start}")
+
+
+class StreamLost(ValueError):
+    """A clip's stream is gone: its video's memory was dropped (evicted beyond `max_videos`, or
+    dropped by its caller) after `start_stream`; the video has to start again."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,16 @@ class VideoSegmenter:
 
     Frames are resized for the model as `processing` says (`processing_size`); masks and label maps
     come back at the frame's own size. Built directly, `processing` is `short_side` (None: native
-    size) with `image_mean` and `image_std`; `from_pretrained` takes it from the checkpoint."""
+    size) with `image_mean` and `image_std`; `from_pretrained` takes it from the checkpoint.
+
+    Parameters: `model`, a `Mask2FormerForUniversalSegmentation` with a Swin backbone (its device
+    and dtype are the segmenter's); `acceleration`, how the backbone is accelerated
+    (`AccelerationConfig`: method "none", "clustering" or "tca" and their settings);
+    `task`, one of TASKS: "instance" (tracked instances with masks), "semantic" (a label map per
+    frame) or "both"; `score_threshold` (0..1), the least score of an instance to report;
+    `max_videos` (>= 1), video memories kept, the least recently used dropped beyond it;
+    `processing`, an `ImageProcessing` given whole instead of `short_side`, `image_mean` and
+    `image_std`."""
 
     def __init__(
         self,
@@ -127,9 +144,13 @@ class VideoSegmenter:
         """Load a checkpoint (local directory or hub id); its preprocessor config (`image_processing`)
         gives the processing size and normalisation.
 
-        short_side: None runs frames at the checkpoint's size; an int overrides it (that short side,
-        no long-side cap). native_size: run frames at their own size. `image_mean` and `image_std`
-        override the checkpoint's normalisation."""
+        source: a checkpoint directory in Hugging Face's layout or a hub id. device, dtype: where
+        and in what precision the model runs (torch.float16 on CUDA for half precision; clustering
+        computes in float32 whatever the dtype). short_side: None runs frames at the checkpoint's
+        size; an int overrides it (that short side, no long-side cap). native_size: run frames at
+        their own size. `image_mean` and `image_std` override the checkpoint's normalisation; the
+        other keyword arguments (`acceleration`, `task`, `score_threshold`, `max_videos`) are the
+        constructor's."""
         model = load_model(source, device, dtype)
         processing = image_processing(source)
         if native_size or short_side is not None:
@@ -176,6 +197,10 @@ class VideoSegmenter:
         self.memories.put(video_id, memory)
         return StreamStart(video_id, start - warmup, memory.lineage, continued=False)
 
+    def holds_stream(self, video_id: str, lineage: str) -> bool:
+        """Whether the video's memory is still the one of the stream named `lineage`."""
+        return video_id in self.memories and self.memories.get(video_id).lineage == lineage
+
     def drop(self, video_id: str):
         """Forget a video (its last clip is done, or it failed)."""
         self.memories.drop(video_id)
@@ -196,10 +221,23 @@ class VideoSegmenter:
 
     @torch.inference_mode()
     def process(self, clips: list[Clip]) -> list[list[FrameResult]]:
-        """Segment clips of one or several videos; returns the frames' results per clip, in order."""
+        """Segment clips of one or several videos (at most one clip per video) in one forward pass
+        per frame size; returns the frames' results per clip, in order. Each clip continues its
+        video's memory (a video without one starts afresh; `start_stream` says where a video's
+        frames should begin), and the memory then ends after the clip's last frame."""
         ids = [clip.video_id for clip in clips]
         if len(set(ids)) != len(ids):
             raise ValueError(f"a call may hold one clip per video, got video ids {ids}")
+        lost = [
+            clip.video_id
+            for clip in clips
+            if clip.lineage is not None and not self.holds_stream(clip.video_id, clip.lineage)
+        ]
+        if lost:
+            raise StreamLost(
+                f"the memory of video(s) {lost} was dropped after their stream started (more videos in flight "
+                f"than max_videos={self.memories.max_videos}?): start them again"
+            )
         results: list[list[FrameResult] | None] = [None] * len(clips)
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, clip in enumerate(clips):

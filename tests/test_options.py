@@ -40,6 +40,7 @@ def test_the_cli_model_options_are_the_jobs():
         (dict(chunk_frames=0), "chunk_frames must be >= 1, got 0"),
         (dict(score_threshold=1.5), "score_threshold must be <= 1.0, got 1.5"),
         (dict(overlap=-1), "overlap must be >= 0, got -1"),
+        (dict(run_id="../elsewhere"), "run_id must match"),
     ],
 )
 def test_an_invalid_setting_is_refused_naming_the_field_and_the_reason(settings, reason):

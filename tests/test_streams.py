@@ -7,7 +7,7 @@ import pytest
 from pipelines.nightly import JobConfig
 from pipelines.stages import SegmentActor, chunk_row
 from tca_core.config import AccelerationConfig
-from tca_core.segmenter import Clip, VideoSegmenter
+from tca_core.segmenter import Clip, StreamLost, VideoSegmenter
 
 METHODS = ("none", "clustering", "tca")
 HEIGHT, WIDTH = 64, 96
@@ -80,3 +80,13 @@ def test_the_jobs_actor_continues_every_method_across_chunks_without_warm_up_fra
     again = actor(_chunk(4, 6, 12, last=True)).to_pylist()[0]
     assert [f["frame_index"] for f in again["frames"]] == list(range(4, 12))
     assert again["lineage"] != first["lineage"]
+
+
+def test_a_clip_whose_video_memory_was_evicted_mid_stream_is_refused(small_model):
+    segmenter = VideoSegmenter(small_model, AccelerationConfig(method="tca"), short_side=None, max_videos=1)
+    first = segmenter.start_stream("a", 0)
+    segmenter.start_stream("b", 0)  # evicts a's memory: one video kept
+    assert not segmenter.holds_stream("a", first.lineage)
+    with pytest.raises(StreamLost, match=r"\['a'\].*max_videos=1"):
+        segmenter.process([Clip("a", 0, _frames(2), lineage=first.lineage)])
+    assert len(segmenter.process([Clip("a", 0, _frames(2))])[0]) == 2  # without a lineage: a fresh memory
