@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from tca_core.allocator import INFERENCE_ENV
+from tca_core.config import METHODS
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 
@@ -69,7 +70,7 @@ def one_run(args, env: dict) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--video", type=Path, default=SHARED_VIDEOS / "bottle-detection.mp4")
-    parser.add_argument("--method", default="tca", choices=["none", "clustering", "tca"])
+    parser.add_argument("--method", default="tca", choices=METHODS)
     parser.add_argument("--short-side", type=int, default=224)
     parser.add_argument("--frames", type=int, default=128, help="frames timed per run (a multiple of 8)")
     parser.add_argument("--warm-up", type=int, default=16, help="frames run first, not timed")

@@ -67,6 +67,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tca_core.config import METHODS
+
 if TYPE_CHECKING:
     from benchmarks.s3proxy import CountingProxy
 
@@ -108,7 +110,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--baseline-files", type=int, default=20, help="files in the small archive")
     parser.add_argument("--model", default="shipped", help="'shipped', 'tiny' (random weights) or a checkpoint path")
     parser.add_argument("--short-side", type=int, default=64, help="frames resized to this short side for the model")
-    parser.add_argument("--method", default="tca", choices=["none", "clustering", "tca"])
+    parser.add_argument("--method", default="tca", choices=METHODS)
     parser.add_argument("--chunk-frames", type=int, help="the job's --chunk-frames (default: the job's)")
     parser.add_argument(
         "--torch-threads",

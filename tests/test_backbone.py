@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tca_core import clustering
-from tca_core.config import AccelerationConfig
+from tca_core.config import METHODS, AccelerationConfig
 from tca_core.flops import flops_by_module
 from tca_core.model import accelerate, build_model, swin_mask2former_config
 
@@ -78,7 +78,7 @@ def test_flops_drop_as_token_count_predicts(swin_tiny_model, method, alpha, grid
     assert abs(measured_drop - predicted_drop) <= 0.1 * predicted_drop, (measured_drop, predicted_drop)
 
 
-@pytest.mark.parametrize("method", ["none", "clustering", "tca"])
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("size", [(24, 24), (40, 56), (33, 47)])
 def test_inputs_smaller_than_a_window(small_model, method, size):
     """Stage-3 maps smaller than one window (padding) and odd sizes run and give finite outputs."""
@@ -89,7 +89,7 @@ def test_inputs_smaller_than_a_window(small_model, method, size):
     assert torch.isfinite(out.class_queries_logits).all()
 
 
-@pytest.mark.parametrize("method", ["none", "clustering", "tca"])
+@pytest.mark.parametrize("method", METHODS)
 def test_half_precision(small_model, reference_model, method):
     """float16 (the GPU dtype) runs every method on this CPU and stays near float32."""
     pixels = torch.randn(2, 3, 112, 144, generator=torch.Generator().manual_seed(3))

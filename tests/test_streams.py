@@ -6,10 +6,9 @@ import pytest
 
 from pipelines.nightly import JobConfig
 from pipelines.stages import SegmentActor, chunk_row
-from tca_core.config import AccelerationConfig
+from tca_core.config import METHODS, AccelerationConfig
 from tca_core.segmenter import Clip, StreamLost, VideoSegmenter
 
-METHODS = ("none", "clustering", "tca")
 HEIGHT, WIDTH = 64, 96
 
 

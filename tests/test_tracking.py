@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tca_core import rle
-from tca_core.config import AccelerationConfig
+from tca_core.config import METHODS, AccelerationConfig
 from tca_core.segmenter import Clip, VideoSegmenter
 from tca_core.synthetic import moving_disc_clip
 
@@ -15,7 +15,7 @@ def _iou(a, b):
     return (a & b).sum() / max((a | b).sum(), 1)
 
 
-@pytest.mark.parametrize("method", ["none", "clustering", "tca"])
+@pytest.mark.parametrize("method", METHODS)
 def test_moving_object_keeps_one_id(disc_model, method):
     segmenter = VideoSegmenter(copy.deepcopy(disc_model), AccelerationConfig(method=method, alpha=1, grid=4))
     frames, masks = moving_disc_clip(12, 64, 96, seed=123_456)
