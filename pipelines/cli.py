@@ -108,11 +108,10 @@ def evaluate(args) -> int:
     from tca_core.segmenter import VideoSegmenter
 
     seeds = [HELD_OUT_SEED + i for i in range(args.videos)]
-    model = args.model
-    segmenter = VideoSegmenter.from_pretrained(model, task="both")  # loaded once, for every method
+    segmenter = VideoSegmenter.from_pretrained(args.model, task="both")  # loaded once, for every method
     boards, report = {}, {}
     for method in [args.method] + ([args.against] if args.against else []):
-        segmenter.acceleration = tuned_acceleration(model, method)
+        segmenter.acceleration = tuned_acceleration(args.model, method)
         bar = tqdm(total=len(seeds), desc=f"evaluating {method}", unit="video")
         boards[method], seconds = score_generated(
             segmenter, seeds, args.frames, args.clip_frames, lambda done, _, bar=bar: bar.update(1)

@@ -21,8 +21,9 @@ import os
 import tempfile
 from pathlib import Path
 
+from .config import PREPROCESSOR_CONFIG
+
 CONFIG = "config.json"
-PREPROCESSOR_CONFIG = "preprocessor_config.json"
 # The weights `from_pretrained` loads, in the order it looks for them: a single file, else an index
 # naming the shards (the index and every shard it names are hashed).
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")

@@ -9,6 +9,9 @@ from pathlib import Path
 METHODS = ("none", "clustering", "tca")
 TASKS = ("instance", "semantic", "both")  # what VideoSegmenter segments: tracked instances, label maps, or both
 
+# Beside a checkpoint: its Hugging Face image processor config (size and normalisation of its inputs).
+PREPROCESSOR_CONFIG = "preprocessor_config.json"
+
 # The model trained here on generated videos and shipped in the package (docs/model_card.md).
 EMBEDDED_MODEL = Path(__file__).parent / "weights" / "swin-shapes"
 RECONSTRUCTIONS = ("mix", "residual")

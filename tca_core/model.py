@@ -9,11 +9,9 @@ from pathlib import Path
 import torch
 from transformers import AutoImageProcessor, Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
 
-from .config import TUNED_SETTINGS, AccelerationConfig, read_acceleration_file
+from .config import PREPROCESSOR_CONFIG, TUNED_SETTINGS, AccelerationConfig, read_acceleration_file
 from .swin import AcceleratedSwinBackbone
 
-# Beside a checkpoint: its Hugging Face image processor config (size and normalisation of its inputs).
-PREPROCESSOR_CONFIG = "preprocessor_config.json"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
