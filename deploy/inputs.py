@@ -16,6 +16,7 @@ from pipelines.storage import filesystem
 from pipelines.video_io import decoder_message, open_video
 
 from .errors import reject
+from .proxy import DEFAULT_MAX_UPLOAD_BYTES
 from .uris import ForbiddenURI, resolve
 
 
@@ -24,7 +25,9 @@ class InputLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_upload_bytes: int = Field(32 * 2**20, ge=1, description="largest uploaded or referenced video file")
+    max_upload_bytes: int = Field(
+        DEFAULT_MAX_UPLOAD_BYTES, ge=1, description="largest uploaded or referenced video file"
+    )
     max_frames: int = Field(64, ge=1, description="frames per request, warm-up frames included")
     max_pixels: int = Field(1920 * 1080, ge=1, description="pixels per frame")
 

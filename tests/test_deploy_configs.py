@@ -18,7 +18,9 @@ from ray.serve.schema import ServeDeploySchema
 from deploy import serve_app
 from deploy.errors import OVERLOAD_STATUS, REQUESTS_RETRY_AFTER_S
 from deploy.health import PROBE_WAIT_S
+from deploy.inputs import InputLimits
 from deploy.jobs import HEAD_NODE, NightlyJobs
+from deploy.proxy import proxy_environment
 from deploy.schemas import ServiceOptions
 from deploy.serve_app import SegmentService
 from pipelines.nightly import parse_args
@@ -164,3 +166,19 @@ def test_dockerfile_installs_torch_cuda_then_the_project():
         if line.startswith("COPY "):
             for source in line.split()[1:-1]:
                 assert (REPO / source).exists(), source
+
+
+def test_every_ray_node_applies_the_proxys_body_limit():
+    """The image (every KubeRay pod) and the cluster launcher's `ray start` commands name
+    deploy/proxy.py's callback, so Serve's proxies refuse oversized bodies from their headers; the
+    callback imports and returns the limit at the service's default upload limit."""
+    variable, callback = next(iter(proxy_environment().items()))
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    assert f"ENV {variable}={callback}" in dockerfile
+    (config,) = _load("ray_cluster.yaml")
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = next(c for c in config[key] if "ray start" in c)
+        assert f"export {variable}={callback};" in start, start
+    module, function = callback.split(":")
+    (middleware,) = getattr(importlib.import_module(module), function)()
+    assert middleware.kwargs == {"limit": InputLimits().max_upload_bytes}
