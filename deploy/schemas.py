@@ -20,7 +20,7 @@ class ServiceOptions(InputLimits):
     task: Literal[TASKS] = MODEL_KNOBS["task"].pydantic()
     score_threshold: float = MODEL_KNOBS["score_threshold"].pydantic()
     short_side: int | None = MODEL_KNOBS["short_side"].pydantic()
-    device: str = Field("auto", description="auto: cuda when the replica has a GPU, else cpu")
+    device: str = Field("auto", description="auto: the GPU Ray assigned the replica (float16), else cpu")
     torch_threads: int | None = Field(None, ge=1, description="CPU inference threads per replica")
     clip_frames: int = MODEL_KNOBS["clip_frames"].pydantic()
     max_batch_size: int = Field(4, ge=1, description="clips (of different requests) per forward pass")

@@ -43,6 +43,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
+from pipelines.devices import placement
 from tca_core.allocator import INFERENCE_ENV
 from tca_core.model import tuned_acceleration
 from tca_core.segmenter import Clip, FrameResult, StreamLost, StreamStart, VideoSegmenter
@@ -112,20 +113,18 @@ class SegmentService:
     def __init__(self, options: ServiceOptions, jobs: DeploymentHandle):
         if options.torch_threads:
             torch.set_num_threads(options.torch_threads)
-        device = options.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        where = placement(options.device)  # "auto": the GPU Ray assigned this replica, else the CPU
         self.segmenter = VideoSegmenter.from_pretrained(
             options.model,
-            device=device,
-            dtype=torch.float16 if device.startswith("cuda") else torch.float32,
+            device=where.device,
+            dtype=where.dtype,
             acceleration=tuned_acceleration(options.model, options.method),
             task=options.task,
             score_threshold=options.score_threshold,
             short_side=options.short_side,
             max_videos=options.max_videos,
         )
-        self.options, self.jobs, self.device = options, jobs, device
+        self.options, self.jobs, self.device = options, jobs, where.device
         self.inference = ThreadPoolExecutor(1)  # the only thread that runs the model or touches its memories
         self.probe = InferenceProbe(self.inference, options.inference_wedged_s)
         self.busy: set[str] = set()  # videos with a request in progress

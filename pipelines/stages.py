@@ -318,12 +318,12 @@ class SegmentActor:
     """
 
     def __init__(self, model: str, settings: dict, torch_threads: int | None = None, kill_once: str | None = None):
-        import torch
 
         from tca_core.segmenter import VideoSegmenter
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        from .devices import placement
+
+        where = placement()  # the GPU Ray assigned this actor, else the CPU
         options = dict(
             acceleration=AccelerationConfig(**settings["acceleration"]),
             task=settings["task"],
@@ -331,7 +331,7 @@ class SegmentActor:
         )
         if settings.get("short_side") is not None:
             options["short_side"] = settings["short_side"]
-        self.segmenter = VideoSegmenter.from_pretrained(model, device=device, dtype=dtype, **options)
+        self.segmenter = VideoSegmenter.from_pretrained(model, device=where.device, dtype=where.dtype, **options)
         self.clip_frames = settings["clip_frames"]
         self.torch_threads = torch_threads
         self.kill_once, self.calls = kill_once, 0
