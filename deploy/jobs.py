@@ -70,6 +70,7 @@ def job_config(options: ServiceOptions, request: JobRequest, input: str, output:
         task=options.task,
         score_threshold=options.score_threshold,
         short_side=options.short_side,
+        acceleration=options.acceleration,
         endpoint_url=options.endpoint_url,
     )
     if request.include is not None:

@@ -20,6 +20,7 @@ class ServiceOptions(InputLimits):
     task: Literal[TASKS] = MODEL_KNOBS["task"].pydantic()
     score_threshold: float = MODEL_KNOBS["score_threshold"].pydantic()
     short_side: int | None = MODEL_KNOBS["short_side"].pydantic()
+    acceleration: str | None = MODEL_KNOBS["acceleration"].pydantic()
     device: str = Field("auto", description="auto: the GPU Ray assigned the replica (float16), else cpu")
     torch_threads: int | None = Field(None, ge=1, description="CPU inference threads per replica")
     clip_frames: int = MODEL_KNOBS["clip_frames"].pydantic()

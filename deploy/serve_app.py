@@ -118,7 +118,7 @@ class SegmentService:
             options.model,
             device=where.device,
             dtype=where.dtype,
-            acceleration=tuned_acceleration(options.model, options.method),
+            acceleration=tuned_acceleration(options.model, options.method, options.acceleration),
             task=options.task,
             score_threshold=options.score_threshold,
             short_side=options.short_side,

@@ -43,6 +43,7 @@ def demo(args) -> int:
         output=str(out),
         model=args.model,
         method=args.method,
+        acceleration=args.acceleration,
         task="both",
         clip_frames=args.clip_frames,
         force=True,
@@ -111,7 +112,7 @@ def evaluate(args) -> int:
     segmenter = VideoSegmenter.from_pretrained(args.model, task="both")  # loaded once, for every method
     boards, report = {}, {}
     for method in [args.method] + ([args.against] if args.against else []):
-        segmenter.acceleration = tuned_acceleration(args.model, method)
+        segmenter.acceleration = tuned_acceleration(args.model, method, args.acceleration)
         bar = tqdm(total=len(seeds), desc=f"evaluating {method}", unit="video")
         boards[method], seconds = score_generated(
             segmenter, seeds, args.frames, args.clip_frames, lambda done, _, bar=bar: bar.update(1)
@@ -229,7 +230,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _model_options(sub):
-    for name in ("model", "method", "clip_frames"):
+    for name in ("model", "method", "clip_frames", "acceleration"):
         MODEL_KNOBS[name].add_to(sub)
 
 

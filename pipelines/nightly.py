@@ -97,6 +97,7 @@ class JobConfig:
     task: str = MODEL_KNOBS["task"].field()
     score_threshold: float = MODEL_KNOBS["score_threshold"].field()
     short_side: int | None = MODEL_KNOBS["short_side"].field()
+    acceleration: str | None = MODEL_KNOBS["acceleration"].field()
     chunk_frames: int = JOB_KNOBS["chunk_frames"].field()
     overlap: int = JOB_KNOBS["overlap"].field()
     clip_frames: int = MODEL_KNOBS["clip_frames"].field()
@@ -120,7 +121,7 @@ class JobConfig:
     def settings(self) -> dict:
         """Everything that changes the output of a video (its resume signature covers these)."""
         return dict(
-            acceleration=tuned_acceleration(self.model, self.method).to_dict(),
+            acceleration=tuned_acceleration(self.model, self.method, self.acceleration).to_dict(),
             task=self.task,
             score_threshold=self.score_threshold,
             short_side=self.short_side,

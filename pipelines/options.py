@@ -98,6 +98,13 @@ MODEL_KNOBS = _knobs(
         minimum=16,
     ),
     Knob("clip_frames", 8, "frames per model call", int, minimum=1),
+    Knob(
+        "acceleration",
+        None,
+        "an acceleration settings file (tca-segment tune --out, tca-segment bench) to use instead of the "
+        "checkpoint's own acceleration.json",
+        metavar="FILE",
+    ),
 )
 
 # The job's input, output, work units and resources.

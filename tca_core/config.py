@@ -123,6 +123,8 @@ def read_acceleration_file(path: Path, method: str) -> AccelerationConfig:
     it is not one."""
     try:
         return AccelerationConfig(**json.loads(Path(path).read_text())["settings"], method=method)
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read the acceleration settings file: {error.strerror}") from error
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{path}: not a valid acceleration settings file: {error}") from error
 

@@ -60,11 +60,16 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", dtype=tor
     return model.to(device).eval()
 
 
-def tuned_acceleration(source: str | Path, method: str) -> AccelerationConfig:
-    """`method` with the settings tuned for the checkpoint at `source` (its acceleration.json), or with
-    AccelerationConfig's generic defaults where the checkpoint has none (e.g. a hub id)."""
+def tuned_acceleration(source: str | Path, method: str, file: str | Path | None = None) -> AccelerationConfig:
+    """`method` with the settings of the acceleration file `file` when given, else those tuned for the
+    checkpoint at `source` (its acceleration.json), else AccelerationConfig's generic defaults (e.g. a
+    hub id). A given file that is missing or invalid is a ValueError naming it."""
+    if method == "none":
+        return AccelerationConfig(method=method)
+    if file is not None:
+        return read_acceleration_file(Path(file), method)
     path = Path(source) / TUNED_SETTINGS
-    if method == "none" or not path.is_file():
+    if not path.is_file():
         return AccelerationConfig(method=method)
     return read_acceleration_file(path, method)
 
