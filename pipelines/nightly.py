@@ -38,7 +38,7 @@ from tca_core.model import image_processing, tuned_acceleration
 from .commit import CommitPlan, commit_video
 from .errors import one_line, redact
 from .linking import IdLinker
-from .options import JOB_KNOBS, MODEL_KNOBS, problems
+from .options import CLIPS_PER_PASS, JOB_KNOBS, MODEL_KNOBS, problems
 from .stages import VIDEO_SCHEMA, Chunking, SegmentActor, decode_segment, probe_video, video_row, write_chunk
 from .storage import Output, VideoRef, list_videos, read_manifest, write_atomic
 
@@ -105,6 +105,7 @@ class JobConfig:
     cpus_per_actor: float = JOB_KNOBS["cpus_per_actor"].field()
     torch_threads: int | None = JOB_KNOBS["torch_threads"].field()
     gpus_per_actor: float = JOB_KNOBS["gpus_per_actor"].field()
+    clips_per_pass: int | None = JOB_KNOBS["clips_per_pass"].field()
     max_actor_restarts: int = JOB_KNOBS["max_actor_restarts"].field()
     max_task_retries: int = JOB_KNOBS["max_task_retries"].field()
     force: bool = JOB_KNOBS["force"].field()
@@ -405,8 +406,9 @@ def _dataset(state: RunState, todo: list[VideoRef], done: dict[str, list]):
                 settings=settings,
                 torch_threads=_torch_threads(config),
                 kill_once=config.kill_actor_once,
+                clips_per_pass=_clips_per_pass(config),
             ),
-            batch_size=1,
+            batch_size=_clips_per_pass(config),  # chunks per call: of different videos, side by side
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=config.actors),
             num_cpus=config.cpus_per_actor,
@@ -451,6 +453,13 @@ def video_groups(todo: list[VideoRef], cpus: int, done: dict[str, list] | None =
         groups[-1].append(video_row(ref.video_id, ref.uri, done.get(ref.video_id)))
         size += bytes_
     return groups
+
+
+def _clips_per_pass(config: JobConfig) -> int:
+    """--clips-per-pass, else the default of the actors' device (CLIPS_PER_PASS)."""
+    if config.clips_per_pass is not None:
+        return config.clips_per_pass
+    return CLIPS_PER_PASS["cuda" if config.gpus_per_actor > 0 else "cpu"]
 
 
 def _torch_threads(config: JobConfig) -> int | None:

@@ -18,6 +18,9 @@ from typing import Any
 from tca_core.config import EMBEDDED_MODEL, METHODS, TASKS
 
 VIDEO_GLOBS = ["*.mp4", "*.mkv", "*.mov", "*.avi", "*.webm", "*.m4v"]
+# Clips per forward pass of an inference actor, by device: a GPU waits on Python between small
+# batches, a CPU gains little from larger ones.
+CLIPS_PER_PASS = {"cpu": 1, "cuda": 4}
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,14 @@ JOB_KNOBS = _knobs(
         minimum=1,
     ),
     Knob("gpus_per_actor", 0.0, "GPUs per inference actor (fractions allowed; 0: CPU inference)", float, minimum=0.0),
+    Knob(
+        "clips_per_pass",
+        None,
+        "chunks an inference actor takes per call, of different videos, run as one forward pass per clip "
+        f"step (default: {CLIPS_PER_PASS['cpu']} on CPU actors, {CLIPS_PER_PASS['cuda']} on GPU actors)",
+        int,
+        minimum=1,
+    ),
     Knob(
         "max_actor_restarts",
         3,

@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -311,14 +312,22 @@ class SegmentActor:
     A chunk whose video this actor processed up to the frame before continues that memory and skips
     its warm-up frames; otherwise it starts a fresh memory on the warm-up frames. Its output row holds
     every processed frame's results, masks packed; `lineage` names the tracker whose local ids they use.
+    The chunks of one call that belong to different videos run side by side, one clip of each per
+    forward pass, at most `clips_per_pass` clips in a pass; a video's own chunks run in order.
 
     `kill_once` ("N:MARKER", fault injection for tests and drills, off by default): the actor's
     process exits after segmenting its N-th batch, before returning it, unless the file MARKER
     exists; it creates MARKER first, so only one actor dies once however often Ray restarts it.
     """
 
-    def __init__(self, model: str, settings: dict, torch_threads: int | None = None, kill_once: str | None = None):
-
+    def __init__(
+        self,
+        model: str,
+        settings: dict,
+        torch_threads: int | None = None,
+        kill_once: str | None = None,
+        clips_per_pass: int = 1,
+    ):
         from tca_core.segmenter import VideoSegmenter
 
         from .devices import placement
@@ -332,7 +341,7 @@ class SegmentActor:
         if settings.get("short_side") is not None:
             options["short_side"] = settings["short_side"]
         self.segmenter = VideoSegmenter.from_pretrained(model, device=where.device, dtype=where.dtype, **options)
-        self.clip_frames = settings["clip_frames"]
+        self.clip_frames, self.clips_per_pass = settings["clip_frames"], clips_per_pass
         self.torch_threads = torch_threads
         self.kill_once, self.calls = kill_once, 0
 
@@ -341,48 +350,139 @@ class SegmentActor:
             import torch
 
             torch.set_num_threads(self.torch_threads)
-        rows = [self._chunk({key: batch[key][i] for key in batch}) for i in range(len(batch["video_id"]))]
+        chunks = [{key: batch[key][i] for key in batch} for i in range(len(batch["video_id"]))]
+        rows = _BatchRun(self, chunks).run()
         self.calls += 1
         if self.kill_once:
             _kill_once(self.kill_once, self.calls)
         return pa.Table.from_pylist(rows, schema=SEGMENTED_CHUNK_SCHEMA)
 
-    def _chunk(self, chunk: dict) -> dict:
-        meta = {key: chunk[key] for key in SEGMENTED_CHUNK_SCHEMA.names if key in chunk and key != "frames"}
-        meta["last"] = bool(meta["last"])
-        if chunk["error"]:
-            return dict(meta, lineage="", frames=[], error=str(chunk["error"]), inference_seconds=0.0)
-        video_id, start, warm_start = chunk["video_id"], int(chunk["start"]), int(chunk["warm_start"])
-        stream = self.segmenter.start_stream(video_id, start, warmup=start - warm_start)
-        frames = np.asarray(chunk["frames"])[stream.first - warm_start :]
-        times = [float(t) for t in chunk["times"]][stream.first - warm_start :]
-        begin = time.perf_counter()
-        try:
-            results = self._segment(stream, frames)
-        except Exception as error:  # e.g. out of memory on a huge frame: this video fails, others go on
-            self.segmenter.drop(video_id)
-            return dict(meta, lineage="", frames=[], error=f"{chunk['uri']}: inference: {one_line(error)}")
-        if chunk["last"]:
-            self.segmenter.drop(video_id)  # the video's last chunk: free its memory
-        frames_out = [dict(_frame_fields(r), timestamp=t, warm=r.frame_index < start) for r, t in zip(results, times)]
-        return dict(
-            meta,
-            lineage=stream.lineage,
-            frames=frames_out,
-            error="",
-            inference_seconds=time.perf_counter() - begin,
-        )
 
-    def _segment(self, stream, frames: np.ndarray) -> list:
-        """The frames from `stream.first` on (a StreamStart), clip by clip."""
+@dataclass
+class _Lane:
+    """A chunk being segmented: its stream (a StreamStart), its frames and times from the stream's
+    first frame on, the results so far and its share of the forward passes' seconds."""
+
+    index: int
+    chunk: dict
+    stream: object
+    frames: np.ndarray
+    times: list[float]
+    results: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    def next_clip(self, clip_frames: int):
         from tca_core.segmenter import Clip
 
-        results = []
-        for offset in range(0, len(frames), self.clip_frames):
-            pixels = np.ascontiguousarray(frames[offset : offset + self.clip_frames])
-            clip = Clip(stream.video_id, stream.first + offset, pixels, lineage=stream.lineage)
-            results += self.segmenter.process([clip])[0]
-        return results
+        done = len(self.results)
+        pixels = np.ascontiguousarray(self.frames[done : done + clip_frames])
+        return Clip(self.stream.video_id, self.stream.first + done, pixels, lineage=self.stream.lineage)
+
+    @property
+    def finished(self) -> bool:
+        return len(self.results) >= len(self.frames)
+
+
+class _BatchRun:
+    """One actor call: its chunks' rows, in the batch's order. Each video has at most one chunk in
+    progress (a lane); every pass takes the next clip of up to `clips_per_pass` lanes."""
+
+    def __init__(self, actor: SegmentActor, chunks: list[dict]):
+        self.actor, self.segmenter, self.chunks = actor, actor.segmenter, chunks
+        self.rows: list[dict | None] = [None] * len(chunks)
+        self.waiting: dict[str, deque] = {}
+        self.lanes: dict[str, _Lane] = {}
+
+    def run(self) -> list[dict]:
+        for index, chunk in enumerate(self.chunks):
+            if chunk["error"]:
+                self.rows[index] = dict(_meta(chunk), lineage="", frames=[], error=str(chunk["error"]))
+                self.rows[index]["inference_seconds"] = 0.0
+            else:
+                self.waiting.setdefault(chunk["video_id"], deque()).append(index)
+        for video_id in list(self.waiting):
+            self._open_next(video_id)
+        while self.lanes:
+            self._pass(list(self.lanes.values())[: self.actor.clips_per_pass])
+        return self.rows
+
+    def _open_next(self, video_id: str):
+        """Start the video's next waiting chunk, or close its lane when none is left."""
+        queue = self.waiting[video_id]
+        if not queue:
+            self.lanes.pop(video_id, None)
+            return
+        index = queue.popleft()
+        chunk = self.chunks[index]
+        start, warm_start = int(chunk["start"]), int(chunk["warm_start"])
+        stream = self.segmenter.start_stream(video_id, start, warmup=start - warm_start)
+        skip = stream.first - warm_start
+        times = [float(t) for t in chunk["times"]][skip:]
+        self.lanes[video_id] = _Lane(index, chunk, stream, np.asarray(chunk["frames"])[skip:], times)
+
+    def _pass(self, lanes: list[_Lane]):
+        """One forward pass over the next clip of each lane; a lane whose chunk is done (or failed)
+        gives its row and makes room for its video's next chunk."""
+        begin = time.perf_counter()
+        outcomes = self._forward(lanes)
+        share = (time.perf_counter() - begin) / len(lanes)
+        for lane, outcome in zip(lanes, outcomes):
+            lane.seconds += share
+            if isinstance(outcome, Exception):
+                self._finish(lane, f"{lane.chunk['uri']}: inference: {one_line(outcome)}")
+                continue
+            lane.results += outcome
+            if lane.finished:
+                self._finish(lane)
+
+    def _forward(self, lanes: list[_Lane]) -> list:
+        """Each lane's next clip's results (or the exception that stopped it), in one `process` call;
+        where that call fails, each clip alone again, so that only the clip that fails (a frame the
+        model cannot take, out of memory on a huge frame) fails."""
+        outcomes: list = [None] * len(lanes)
+        clips = []
+        for position, lane in enumerate(lanes):
+            try:
+                clips.append((position, lane.next_clip(self.actor.clip_frames)))
+            except Exception as error:  # noqa: BLE001 (any failure of one video must spare the others)
+                outcomes[position] = error
+        if not clips:
+            return outcomes
+        try:
+            results = self.segmenter.process([clip for _, clip in clips])
+        except Exception as error:  # noqa: BLE001
+            results = [error] if len(clips) == 1 else [self._forward([lanes[p]])[0] for p, _ in clips]
+        for (position, _), result in zip(clips, results):
+            outcomes[position] = result
+        return outcomes
+
+    def _finish(self, lane: _Lane, error: str = ""):
+        chunk, video_id = lane.chunk, lane.chunk["video_id"]
+        if error or chunk["last"]:
+            self.segmenter.drop(video_id)  # a failed video, or its last chunk: free its memory
+        if error:
+            row = dict(_meta(chunk), lineage="", frames=[], error=error)
+        else:
+            start = int(chunk["start"])
+            frames = [
+                dict(_frame_fields(r), timestamp=t, warm=r.frame_index < start)
+                for r, t in zip(lane.results, lane.times)
+            ]
+            row = dict(_meta(chunk), lineage=lane.stream.lineage, frames=frames, error="")
+        self.rows[lane.index] = dict(row, inference_seconds=lane.seconds)
+        if error:  # the video's later chunks in this call would continue a memory that is gone
+            for index in self.waiting[video_id]:
+                self.rows[index] = dict(_meta(self.chunks[index]), lineage="", frames=[], error=error)
+                self.rows[index]["inference_seconds"] = 0.0
+            self.waiting[video_id].clear()
+        self._open_next(video_id)
+
+
+def _meta(chunk: dict) -> dict:
+    """The chunk's fields that its output row carries as they are."""
+    meta = {key: chunk[key] for key in SEGMENTED_CHUNK_SCHEMA.names if key in chunk and key != "frames"}
+    meta["last"] = bool(meta["last"])
+    return meta
 
 
 SEGMENTED_FRAME = pa.struct(
