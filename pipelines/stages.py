@@ -396,8 +396,7 @@ class _BatchRun:
     def run(self) -> list[dict]:
         for index, chunk in enumerate(self.chunks):
             if chunk["error"]:
-                self.rows[index] = dict(_meta(chunk), lineage="", frames=[], error=str(chunk["error"]))
-                self.rows[index]["inference_seconds"] = 0.0
+                self.rows[index] = _error_row(chunk, str(chunk["error"]))
             else:
                 self.waiting.setdefault(chunk["video_id"], deque()).append(index)
         for video_id in list(self.waiting):
@@ -461,7 +460,7 @@ class _BatchRun:
         if error or chunk["last"]:
             self.segmenter.drop(video_id)  # a failed video, or its last chunk: free its memory
         if error:
-            row = dict(_meta(chunk), lineage="", frames=[], error=error)
+            row = _error_row(chunk, error)
         else:
             start = int(chunk["start"])
             frames = [
@@ -472,10 +471,14 @@ class _BatchRun:
         self.rows[lane.index] = dict(row, inference_seconds=lane.seconds)
         if error:  # the video's later chunks in this call would continue a memory that is gone
             for index in self.waiting[video_id]:
-                self.rows[index] = dict(_meta(self.chunks[index]), lineage="", frames=[], error=error)
-                self.rows[index]["inference_seconds"] = 0.0
+                self.rows[index] = _error_row(self.chunks[index], error)
             self.waiting[video_id].clear()
         self._open_next(video_id)
+
+
+def _error_row(chunk: dict, error: str) -> dict:
+    """The output row of a chunk that failed (`error` says why): no frames, no lineage."""
+    return dict(_meta(chunk), lineage="", frames=[], error=error, inference_seconds=0.0)
 
 
 def _meta(chunk: dict) -> dict:

@@ -49,21 +49,8 @@ def test_more_warm_up_frames_than_frames_before_the_start_are_refused(small_mode
 
 
 def _chunk(warm_start: int, start: int, stop: int, last: bool) -> dict:
-    segment = dict(
-        video_id="v",
-        uri="file:///videos/v.mp4",
-        source_bytes=1,
-        frames_total=stop if last else -1,
-        estimated_frames=12,
-        fps=25.0,
-        height=HEIGHT,
-        width=WIDTH,
-        error="",
-    )
-    frames = _frames(stop - warm_start, seed=warm_start)
-    row = chunk_row(segment, warm_start, start, stop, frames, [i / 25 for i in range(warm_start, stop)])
-    row["last"] = last
-    return {key: [value] for key, value in row.items()}
+    """A one-chunk batch of video "v"."""
+    return _batch([_video_chunk("v", warm_start, start, stop, last, seed=0)])
 
 
 @pytest.mark.parametrize("method", METHODS)
