@@ -28,6 +28,7 @@ from tca_core.allocator import INFERENCE_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = (REPO / "pyproject.toml").read_text()
+RAYJOB = "deploy/k8s/rayjob-nightly.yaml"
 
 
 def _pin(package: str) -> str:
@@ -104,17 +105,81 @@ def test_ray_cluster_yaml_is_valid_for_the_cluster_launcher():
     assert gpu_workers and all(t["max_workers"] > t["min_workers"] for t in gpu_workers)  # autoscaling
     for node_type in types.values():
         assert node_type["node_config"]["IamInstanceProfile"]["Arn"].startswith("arn:aws:iam::")
-    # The repository is mounted on every node and installed there, after PyTorch's CUDA build of the pin.
-    ((remote, local),) = config["file_mounts"].items()
-    assert (REPO / local / "pyproject.toml").is_file()
-    commands = config["setup_commands"]
-    torch_install = next(i for i, c in enumerate(commands) if f"torch=={_pin('torch')} --index-url" in c)
-    project_install = next(i for i, c in enumerate(commands) if c.endswith(f"pip install -e {remote}"))
-    assert torch_install < project_install and "/whl/cu" in commands[torch_install]
+
+
+def test_every_cluster_node_runs_the_projects_image_and_gpu_workers_see_their_gpu():
+    """The launcher's docker image is the one the KubeRay manifests run, tagged with the project's
+    version; GPU workers start it with `--gpus all`, the GPU-less head without (it would not start)."""
+    (config,) = _load("ray_cluster.yaml")
+    docker = config["docker"]
+    assert docker["image"] == _k8s_image()
+    assert docker["image"].rsplit(":", 1)[1] == re.search(r'(?m)^version = "([^"]+)"', PYPROJECT).group(1)
+    assert "head_image" not in docker and "worker_image" not in docker  # one image for every node
+    for name, node_type in config["available_node_types"].items():
+        node_docker = node_type.get("docker", {})
+        assert "worker_image" not in node_docker, name
+        if name == config["head_node_type"]:
+            options = docker.get("run_options", []) + docker.get("head_run_options", [])
+        else:  # Ray replaces the global worker_run_options with a node type's own (a dict update)
+            worker_options = node_docker.get("worker_run_options", docker.get("worker_run_options", []))
+            options = docker.get("run_options", []) + worker_options
+        assert ("--gpus all" in options) == (node_type["resources"].get("GPU", 0) >= 1), name
+
+
+def test_no_node_type_falls_back_to_rays_default_ami():
+    """Ray's launcher gives a node type without ImageId its default AMI (a Deep Learning AMI with CUDA
+    11.2, too old for the image's torch); every node type names AWS's current Deep Learning AMI instead."""
+    from ray.autoscaler._private.aws.config import DEFAULT_AMI, _check_ami
+    from ray.autoscaler._private.util import prepare_config
+
+    (config,) = _load("ray_cluster.yaml")
+    prepared = prepare_config(copy.deepcopy(config))
+    before = {name: t["node_config"]["ImageId"] for name, t in prepared["available_node_types"].items()}
+    _check_ami(prepared)  # what `ray up` does to the node configs
+    after = {name: t["node_config"]["ImageId"] for name, t in prepared["available_node_types"].items()}
+    assert after == before
+    for image in after.values():
+        assert image.startswith("resolve:ssm:/aws/service/deeplearning/ami/x86_64/") or image.startswith("ami-")
+        assert image != DEFAULT_AMI[config["provider"]["region"]]
+
+    without = prepare_config(copy.deepcopy(config))
+    del without["available_node_types"]["worker.gpu"]["node_config"]["ImageId"]
+    _check_ami(without)  # the check bites: Ray would fill in its default
+    assert (
+        without["available_node_types"]["worker.gpu"]["node_config"]["ImageId"]
+        == DEFAULT_AMI[config["provider"]["region"]]
+    )
+
+
+def _installs(command: str) -> bool:
+    return bool(re.search(r"\b(pip|pip3|conda|apt-get|apt) install\b", command))
+
+
+def test_cluster_nodes_install_nothing_over_the_image():
+    """With Ray's defaults filled in (as `ray up` does), no node installs or syncs anything: the image
+    holds the code, PyTorch's CUDA build and Ray, and the start commands run the image's Ray."""
+    from ray.autoscaler._private.util import prepare_config
+
+    (config,) = _load("ray_cluster.yaml")
+    prepared = prepare_config(copy.deepcopy(config))
+    commands = prepared["initialization_commands"] + prepared["head_setup_commands"] + prepared["worker_setup_commands"]
+    for node_type in prepared["available_node_types"].values():
+        commands += node_type.get("initialization_commands", []) + node_type.get("worker_setup_commands", [])
+    assert not [c for c in commands if _installs(c)]
+    assert not prepared["file_mounts"] and not prepared["cluster_synced_files"]
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = next(c for c in prepared[key] if "ray start" in c)
+        assert " ray start " in f" {start.split(';')[-1]}"  # the `ray` on the image's PATH, no other venv
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    assert "ENV PATH=/opt/venv/bin:$PATH" in dockerfile
+
+    defaults = copy.deepcopy(config)
+    del defaults["head_setup_commands"]
+    assert any(_installs(c) for c in prepare_config(defaults)["head_setup_commands"])  # why the keys are set
 
 
 def test_rayjob_runs_the_nightly_job():
-    (job,) = _load("deploy/k8s/rayjob-nightly.yaml")
+    (job,) = _load(RAYJOB)
     assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
     program, flag, module, *args = shlex.split(job["spec"]["entrypoint"])
     assert (program, flag, module) == ("python", "-m", "pipelines.nightly")
@@ -122,6 +187,63 @@ def test_rayjob_runs_the_nightly_job():
     config = parse_args(args)  # the job's own command line accepts them
     assert config.input.startswith("s3://") and config.output.startswith("s3://") and config.gpus_per_actor == 1
     _check_cluster(job["spec"]["rayClusterSpec"])
+
+
+DAY_S = 24 * 3600
+
+
+def _daily(schedule: str) -> bool:
+    """A cron schedule that fires once a day: a fixed minute and hour, every day."""
+    minute, hour, *days = schedule.split()
+    return minute.isdigit() and hour.isdigit() and days == ["*", "*", "*"]
+
+
+def test_rayjob_retries_a_failed_run_and_its_attempts_end_within_a_day():
+    """backoffLimit retries the whole run (each attempt on a new RayCluster, KubeRay >= 1.2), which is
+    safe because the job skips what is committed; each attempt has activeDeadlineSeconds, so all of
+    them end before the next night's run."""
+    (job,) = _load(RAYJOB)
+    spec = job["spec"]
+    assert isinstance(spec["backoffLimit"], int) and spec["backoffLimit"] > 0
+    assert (spec["backoffLimit"] + 1) * spec["activeDeadlineSeconds"] < DAY_S
+
+
+def test_cron_manifests_schedule_the_rayjob_of_rayjob_nightly():
+    """Both schedulers run rayjob-nightly.yaml's RayJob, once a day at the same time: the RayCronJob
+    carries its spec as the template, the CronJob mounts the file itself from the ConfigMap that the
+    docs create from it and `kubectl create -f`s it, with the RBAC for the calls it makes."""
+    (job,) = _load(RAYJOB)
+
+    (ray_cron,) = _load("deploy/k8s/raycronjob-nightly.yaml")
+    assert (ray_cron["apiVersion"], ray_cron["kind"]) == (job["apiVersion"], "RayCronJob")
+    assert ray_cron["spec"]["jobTemplate"] == job["spec"]
+    assert ray_cron["metadata"]["name"] == job["metadata"]["name"]
+
+    cron, account, role, binding = _load("deploy/k8s/cronjob-nightly.yaml")
+    assert (cron["apiVersion"], cron["kind"]) == ("batch/v1", "CronJob")
+    assert cron["spec"]["schedule"] == ray_cron["spec"]["schedule"] and _daily(cron["spec"]["schedule"])
+    assert cron["spec"]["timeZone"] == ray_cron["spec"]["timeZone"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (mount,) = container["volumeMounts"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    configmap = volume["configMap"]["name"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["RAYJOB_MANIFEST"] == f"{mount['mountPath']}/{Path(RAYJOB).name}"  # the key --from-file gives
+    script = container["command"][-1]
+    assert 'kubectl create -f "$RAYJOB_MANIFEST"' in script
+    create = f"kubectl create configmap {configmap} --from-file={RAYJOB}"
+    assert create in (REPO / "docs" / "deploy.md").read_text()
+    assert create in (REPO / "deploy" / "k8s" / "cronjob-nightly.yaml").read_text()
+
+    assert account["kind"] == "ServiceAccount" and pod["serviceAccountName"] == account["metadata"]["name"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"]}]
+    (rule,) = role["rules"]
+    assert rule["apiGroups"] == ["ray.io"] and rule["resources"] == ["rayjobs"]
+    used = set(re.findall(r"kubectl (get|create|delete) rayjob", script)) | {"create"}
+    assert used <= set(rule["verbs"])
 
 
 def test_rayservice_serves_the_application_of_serve_config():
@@ -141,11 +263,28 @@ def test_rayservice_serves_the_application_of_serve_config():
     _check_cluster(service["spec"]["rayClusterConfig"])
 
 
+def _pods(spec: dict) -> list[dict]:
+    """The pod templates of a KubeRay RayClusterSpec: head and worker groups."""
+    return [spec["headGroupSpec"]["template"]] + [group["template"] for group in spec["workerGroupSpecs"]]
+
+
+def _images(spec: dict) -> set[str]:
+    return {container["image"] for pod in _pods(spec) for container in pod["spec"]["containers"]}
+
+
+def _k8s_image() -> str:
+    """The project's image: the one image of every Ray pod in the KubeRay manifests."""
+    (job,) = _load(RAYJOB)
+    (service,) = _load("deploy/k8s/rayservice.yaml")
+    (image,) = _images(job["spec"]["rayClusterSpec"]) | _images(service["spec"]["rayClusterConfig"])
+    return image
+
+
 def _check_cluster(spec: dict):
     """A KubeRay RayClusterSpec: the pinned Ray, our image everywhere, GPU workers that autoscale."""
     assert spec["rayVersion"] == _pin("ray") and spec["enableInTreeAutoscaling"]
-    pods = [spec["headGroupSpec"]["template"]] + [group["template"] for group in spec["workerGroupSpecs"]]
-    images = {container["image"] for pod in pods for container in pod["spec"]["containers"]}
+    pods = _pods(spec)
+    images = _images(spec)
     assert len(images) == 1 and images.pop().split("/")[-1].startswith("tca-video:")
     (gpu,) = spec["workerGroupSpecs"]
     assert gpu["maxReplicas"] > gpu["minReplicas"]
@@ -161,7 +300,12 @@ def test_dockerfile_installs_torch_cuda_then_the_project():
     torch_install = next(i for i, line in enumerate(lines) if f"pip install torch=={_pin('torch')} --index-url" in line)
     project_install = next(i for i, line in enumerate(lines) if "pip install ." in line)
     assert torch_install < project_install
-    assert any(line.startswith("ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu") for line in lines)
+    (index,) = [line for line in lines if line.startswith("ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu")]
+    base = next(line for line in lines if line.startswith("FROM ")).split(":")[1]
+    assert index.rsplit("/cu", 1)[1][:2] == base.split(".")[0]  # torch's CUDA build on the base image's major version
+    # The cluster launcher copies its files into the head's container with rsync and reaches workers by ssh.
+    apt = next(line for line in lines if "apt-get install" in line).split()
+    assert {"rsync", "openssh-client"} <= set(apt)
     for line in lines:
         if line.startswith("COPY "):
             for source in line.split()[1:-1]:
