@@ -41,8 +41,8 @@ def drifting_scene(num_frames: int, height: int, width: int, seed: int = 0) -> t
 
 def operating_points(window: int) -> dict[str, AccelerationConfig]:
     """`none`, and clustering and TCA at the generic defaults and at an aggressive setting scaled from the
-    shipped model's chosen point (alpha 0, h' 2 of window 7) to the preset's window."""
-    aggressive = dict(alpha=0, grid=max(1, round(window * 2 / 7)), temperature=16.0)
+    shipped model's chosen point (alpha 0, h' 2 of window 7, radius 1, top-4) to the preset's window."""
+    aggressive = dict(alpha=0, grid=max(1, round(window * 2 / 7)), temperature=16.0, radius=1, topk=4)
     points = {"none": AccelerationConfig(method="none")}
     for method in ("clustering", "tca"):
         points[f"{method} (default)"] = AccelerationConfig(method=method)

@@ -16,6 +16,17 @@ PREPROCESSOR_CONFIG = "preprocessor_config.json"
 EMBEDDED_MODEL = Path(__file__).parent / "weights" / "swin-shapes"
 RECONSTRUCTIONS = ("mix", "residual")
 
+# The generic defaults (docs/tca.md, "Generic defaults") are Expedit-Mask2Former's setting for Swin-L on
+# YouTube-VIS 2021, the only clustering setting validated on real Swin checkpoints, scaled to the backbone:
+# clustering before block 10 of stage 3's 18 blocks (blocks 10..17 on the clusters, reconstruction at
+# the end of the stage), window 12 -> 8 x 8 clusters, 5 k-means rounds over the 7 x 7 neighbourhood of
+# centers (radius 3), temperature 0.01 on the squared distance summed over stage 3's 768 channels,
+# reconstruction from the top 49 clusters.
+EXPEDIT_ALPHA, EXPEDIT_DEPTH = 10, 18
+EXPEDIT_GRID, EXPEDIT_WINDOW = 8, 12
+EXPEDIT_RADIUS = 3
+EXPEDIT_TEMPERATURE, EXPEDIT_CHANNELS = 0.01, 768  # on the summed squared distance, at Swin-L's stage-3 width
+
 
 @dataclass(frozen=True)
 class AccelerationConfig:
@@ -29,20 +40,29 @@ class AccelerationConfig:
     stage: the 1-based Swin stage that is clustered: 1 .. the backbone's number of stages (4 for
         the public Swin variants); normally 3, the deepest.
     alpha: the 0-based block of that stage where clustering happens: blocks 0 .. alpha-1 run on
-        every token, blocks alpha .. end on the clusters. 0 .. the stage's depth - 1; None: half the
-        stage's depth, rounded down. Smaller is cheaper and less faithful.
+        every token, blocks alpha .. end on the clusters, reconstructed at the end of the stage.
+        0 .. the stage's depth - 1; None: Expedit's 10 of 18 blocks scaled to the stage's depth,
+        round(depth * 10 / 18), at most depth - 1 (10 for Swin-S/B/L, 3 for Swin-T). Smaller is
+        cheaper and less faithful.
     grid: h', the side of each window's cluster grid in cluster tokens: h' x h' cluster tokens
         replace the window's w x w tokens. 1 .. w, the window size (7 for Swin-T/S, 12 for Swin-B/L);
-        None: two thirds of w, rounded. Smaller is cheaper and less faithful.
-    iters: rounds of local soft k-means of per-frame clustering (also what a TCA reset runs); >= 1.
+        None: Expedit's 8 of 12 scaled to the window, round(w * 8 / 12), at least 1 (8 for window 12,
+        5 for window 7). Smaller is cheaper and less faithful.
+    iters: rounds of local soft k-means of per-frame clustering (also what a TCA reset runs); >= 1;
+        default 5, Expedit's.
     temperature: the sharpness of the affinities and of the reconstruction weights,
         softmax(-temperature * d), d being the per-channel mean squared distance between a token and
-        a center (so one value suits every stage width); unitless, > 0. A low one pulls the centers
-        together (docs/tca.md, "Temperature and merging centers"); the shipped model uses 256.
+        a center (so one value suits every stage width); unitless, > 0. Default 7.68: Expedit's 0.01
+        on the summed squared distance, times the 768 channels it sums at Swin-L's stage 3. A low one
+        pulls the centers together (docs/tca.md, "Temperature and merging centers"); the shipped
+        model uses 256.
     radius: a token is compared only with the centers within this many grid cells of its own cell,
-        in rows and in columns; in cells, >= 0 (0: its own cell's center only).
+        in rows and in columns; in cells, >= 0 (0: its own cell's center only). None: Expedit's 3
+        cells of its 8 x 8 grid (a 7 x 7 neighbourhood) scaled to h', round(h' * 3 / 8) with halves
+        rounded up (3 for h' 8, 2 for h' 5).
     topk: the clusters that contribute to each reconstructed token (its nearest allowed ones); >= 1,
-        a value above the allowed centers counting as all of them.
+        a value above the allowed centers counting as all of them. Default 49, Expedit's: every
+        allowed center when the radius is at most 3 ((2 * 3 + 1)^2 = 49).
     reconstruction: how the stage output returns to full resolution: "mix" (each token is a mix of
         its processed clusters, TCA.md step 4) or "residual" (each token keeps its own input and adds
         its clusters' update). One of RECONSTRUCTIONS; None: "residual" for TCA, "mix" for
@@ -62,9 +82,9 @@ class AccelerationConfig:
     alpha: int | None = None
     grid: int | None = None
     iters: int = 5
-    temperature: float = 1.0
-    radius: int = 1
-    topk: int = 4
+    temperature: float = EXPEDIT_TEMPERATURE * EXPEDIT_CHANNELS
+    radius: int | None = None
+    topk: int = 49
     reconstruction: str | None = None
     tau: float = 0.9
     tca_iters: int = 3
@@ -79,7 +99,7 @@ class AccelerationConfig:
             "grid": self.grid is None or self.grid >= 1,
             "iters": self.iters >= 1,
             "temperature": self.temperature > 0,
-            "radius": self.radius >= 0,
+            "radius": self.radius is None or self.radius >= 0,
             "topk": self.topk >= 1,
             "reconstruction": self.reconstruction in (None, *RECONSTRUCTIONS),
             "tau": -1.0 <= self.tau <= 1.0,
@@ -99,14 +119,16 @@ class AccelerationConfig:
         if self.stage > len(depths):
             raise ValueError(f"stage={self.stage} but the backbone has {len(depths)} stages")
         depth = depths[self.stage - 1]
-        alpha = depth // 2 if self.alpha is None else self.alpha
-        grid = max(1, round(window_size * 2 / 3)) if self.grid is None else self.grid
+        # None: Expedit's setting scaled to this stage's depth and window (EXPEDIT_* above).
+        alpha = min(depth - 1, round(depth * EXPEDIT_ALPHA / EXPEDIT_DEPTH)) if self.alpha is None else self.alpha
+        grid = max(1, round(window_size * EXPEDIT_GRID / EXPEDIT_WINDOW)) if self.grid is None else self.grid
+        radius = int(grid * EXPEDIT_RADIUS / EXPEDIT_GRID + 0.5) if self.radius is None else self.radius
         if alpha >= depth:
             raise ValueError(f"alpha={alpha} must be below the depth {depth} of stage {self.stage}")
         if grid > window_size:
             raise ValueError(f"grid={grid} must not exceed the window size {window_size}")
         reconstruction = self.reconstruction or ("residual" if self.method == "tca" else "mix")
-        return replace(self, alpha=alpha, grid=grid, reconstruction=reconstruction)
+        return replace(self, alpha=alpha, grid=grid, radius=radius, reconstruction=reconstruction)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import SMALL_MODEL_CLUSTERING
 
 from tca_core import clustering
 from tca_core.config import METHODS, AccelerationConfig
@@ -93,7 +94,7 @@ def test_inputs_smaller_than_a_window(small_model, method, size):
 def test_half_precision(small_model, reference_model, method):
     """float16 (the GPU dtype) runs every method on this CPU and stays near float32."""
     pixels = torch.randn(2, 3, 112, 144, generator=torch.Generator().manual_seed(3))
-    config = AccelerationConfig(method=method, alpha=1, grid=4)
+    config = AccelerationConfig(method=method, alpha=1, grid=4, **SMALL_MODEL_CLUSTERING)
     with torch.no_grad():
         accelerate(reference_model, config)
         expected = reference_model(pixel_values=pixels).masks_queries_logits

@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from helpers import random_frames, smooth_video
+from helpers import SMALL_MODEL_CLUSTERING, random_frames, smooth_video
 
 from tca_core import clustering
 from tca_core.config import AccelerationConfig
@@ -14,7 +14,7 @@ from tca_core.model import accelerate, build_model
 from tca_core.segmenter import Clip, VideoSegmenter
 from tca_core.swin import FrameStream
 
-TCA = AccelerationConfig(method="tca", alpha=1, grid=4, tau=0.9)
+TCA = AccelerationConfig(method="tca", alpha=1, grid=4, tau=0.9, **SMALL_MODEL_CLUSTERING)
 
 
 def _assert_same_results(first, second):
