@@ -203,6 +203,42 @@ def bench(args) -> int:
     return 0
 
 
+def tune_command(args) -> int:
+    """Label-free calibration on the user's videos; prints the chosen point and where it was written."""
+    from .tune import TuneRequest, TuneSample, tune
+
+    given = dict(segments=args.segments, segment_frames=args.segment_frames, clip_frames=args.clip_frames)
+    sample = TuneSample(**{name: value for name, value in given.items() if value is not None})
+    target = {} if args.target is None else {"target": args.target}
+    request = TuneRequest(
+        args.model,
+        args.input,
+        args.out,
+        short_side=args.short_side,
+        budget_minutes=args.budget,
+        quick=args.quick,
+        sample=sample,
+        endpoint_url=args.endpoint_url,
+        **target,
+    )
+    report = tune(request)
+    chosen = report["chosen"]
+    print(f"swept {len(report['rows']) - 1} points on {report['frames']} frames of {report['segments']} segments")
+    if not chosen:
+        best = max((r for r in report["rows"] if r["method"] == "tca"), key=lambda r: r["fidelity_miou"])
+        print(
+            f"no TCA point reaches fidelity mIoU {request.target}; the best: {best['setting']} ({best['fidelity_miou']:.3f})"
+        )
+        return 1
+    print(
+        f"chosen: {chosen['setting']}: fidelity mIoU {chosen['fidelity_miou']:.3f}, instance IoU "
+        f"{chosen['fidelity_instance_iou']:.3f}, feature cosine {chosen['feature_cosine']:.3f}, backbone "
+        f"{chosen['speedup_backbone']:.2f}x, whole model {chosen['speedup_model']:.2f}x"
+    )
+    print(f"written: {args.out} (use it with --acceleration {args.out})")
+    return 0
+
+
 def main(argv=None) -> int:
     """Run `tca-segment` on `argv` (default: the command line's arguments); the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -226,7 +262,29 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", type=Path, default=Path("out/bench"))
     MODEL_KNOBS["model"].add_to(sub)
     sub.set_defaults(handler=bench)
+    _add_tune_command(commands)
     return top
+
+
+def _add_tune_command(commands):
+    sub = commands.add_parser(
+        "tune", help="choose acceleration settings for a checkpoint on your own videos, label-free"
+    )
+    sub.add_argument("--input", required=True, help="a video file, or a directory or prefix (s3:// too) of videos")
+    sub.add_argument("--out", type=Path, default=Path("out/tune/acceleration.json"), help="the acceleration file")
+    sub.add_argument(
+        "--target",
+        type=float,
+        help="label-map fidelity mIoU to none to reach (default: the bench's, FIDELITY_FOR_DEFAULT)",
+    )
+    sub.add_argument("--budget", type=float, help="minutes: stop sweeping after the clip that passes them")
+    sub.add_argument("--quick", action="store_true", help="bench --quick's few operating points")
+    sub.add_argument("--segments", type=int, help="segments per video, spread through it (default 3)")
+    sub.add_argument("--segment-frames", type=int, help="frames per segment (default 16)")
+    sub.add_argument("--endpoint-url", help="an S3-compatible store's endpoint")
+    for name in ("model", "short_side", "clip_frames"):  # tune at the size the job will run at
+        MODEL_KNOBS[name].add_to(sub)
+    sub.set_defaults(handler=tune_command)
 
 
 def _model_options(sub):

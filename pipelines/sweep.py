@@ -75,11 +75,22 @@ class SweepData:
         return (len(self.seeds) * self.num_frames + len(self.real_names) * self.real_frames) // self.clip_frames
 
 
-def operating_points(quick: bool) -> list[AccelerationConfig]:
-    """The sweep: every (alpha, grid) for clustering and for TCA at temperature 256, plus per-frame
-    clustering with TCA's residual reconstruction (an ablation: what TCA gains from reconstruction
-    alone), and at the most aggressive shape axes of temperature, k-means rounds and tau."""
-    alphas, grids = ([2, 9], [3, 5]) if quick else ([0, 3, 9], [2, 3, 5])
+# The sweep's shapes as fractions of the clustered stage's depth (alpha) and of the window (h'): on
+# the shipped model (depth 18, window 7) alpha 0 / 3 / 9 and h' 2 / 3 / 5; --quick: alpha 2 / 9, h' 3 / 5.
+ALPHA_FRACTIONS, GRID_FRACTIONS = (0, 1 / 6, 1 / 2), (2 / 7, 3 / 7, 5 / 7)
+QUICK_ALPHA_FRACTIONS, QUICK_GRID_FRACTIONS = (1 / 9, 1 / 2), (3 / 7, 5 / 7)
+
+
+def operating_points(quick: bool, depth: int = 18, window: int = 7) -> list[AccelerationConfig]:
+    """The sweep for a clustered stage of `depth` blocks and windows of `window` tokens: every
+    (alpha, grid) for clustering and for TCA at temperature 256, plus per-frame clustering with TCA's
+    residual reconstruction (an ablation: what TCA gains from reconstruction alone), and at the most
+    aggressive shape axes of temperature, k-means rounds and tau."""
+    alpha_fractions, grid_fractions = (
+        (QUICK_ALPHA_FRACTIONS, QUICK_GRID_FRACTIONS) if quick else (ALPHA_FRACTIONS, GRID_FRACTIONS)
+    )
+    alphas = sorted({min(depth - 1, round(f * depth)) for f in alpha_fractions})
+    grids = sorted({max(1, round(f * window)) for f in grid_fractions})
     points = []
     for alpha in alphas:
         for grid in grids:
@@ -88,7 +99,7 @@ def operating_points(quick: bool) -> list[AccelerationConfig]:
             points.append(AccelerationConfig(method="tca", **shape))
             points.append(AccelerationConfig(method="clustering", reconstruction="residual", **shape))
     if not quick:
-        shape = dict(alpha=0, grid=2, **SWEEP_NEIGHBOURHOOD)
+        shape = dict(alpha=0, grid=grids[0], **SWEEP_NEIGHBOURHOOD)
         points += [
             AccelerationConfig(method=m, temperature=t, **shape) for t in (1.0, 16.0) for m in ("clustering", "tca")
         ]
@@ -97,6 +108,12 @@ def operating_points(quick: bool) -> list[AccelerationConfig]:
         points += [AccelerationConfig(method="tca", tca_iters=iters, **shape) for iters in (1, 2)]
         points += [AccelerationConfig(method="tca", tau=tau, **shape) for tau in (0.6, 0.97)]
     return points
+
+
+def _stage_shape(segmenter: VideoSegmenter) -> tuple[int, int]:
+    """(depth of the clustered stage, window size) of the segmenter's backbone."""
+    backbone = segmenter.backbone
+    return backbone.depths[AccelerationConfig.stage - 1], backbone.window
 
 
 def setting_name(config: AccelerationConfig) -> str:
@@ -129,7 +146,8 @@ class PointStats:
     fidelity_real: ConfusionMatrix  # the same on the real videos
     backbone_ratio: list[float] = field(default_factory=list)  # t_none / t_point per clip
     model_ratio: list[float] = field(default_factory=list)
-    instance_ious: list[float] = field(default_factory=list)
+    instance_ious: list[float] = field(default_factory=list)  # generated videos
+    instance_ious_real: list[float] = field(default_factory=list)
     cosines: list[float] = field(default_factory=list)  # backbone output features against `none`'s, generated
     cosines_real: list[float] = field(default_factory=list)  # the same on the real videos
     token_ratios: list[float] = field(default_factory=list)
@@ -142,8 +160,11 @@ class PointStats:
         self.token_ratios += [r.stats.token_ratio for r in mine.results if r.stats]
         for ours, theirs in zip(mine.results, reference.results):
             (self.fidelity if generated else self.fidelity_real).update(ours.label_map, theirs.label_map)
+            ious = _best_match_ious(theirs.instances, ours.instances)
             if generated:
-                self.instance_ious += _best_match_ious(theirs.instances, ours.instances)
+                self.instance_ious += ious
+            else:
+                self.instance_ious_real += ious
         cosine = _feature_cosine(reference.features, mine.features, first_stage)
         (self.cosines if generated else self.cosines_real).append(cosine)
 
@@ -205,32 +226,57 @@ def sweep(
 ) -> tuple[list[dict], list[Scoreboard]]:
     """One row per point (the full model first) and, aligned with the rows, each point's accuracy
     Scoreboard over the generated videos (for paired comparisons)."""
+    stats = run_points(segmenter, points, _videos(data), data.clips, data.clip_frames)
+    flops_video = SyntheticVideo(data.seeds[0], 2 * data.clip_frames).frames()[0]
+    return [_summarise(segmenter, point, flops_video) for point in stats], [point.board for point in stats]
+
+
+def run_points(
+    segmenter: VideoSegmenter,
+    points: list[AccelerationConfig],
+    videos,
+    total_clips: int,
+    clip_frames: int,
+    deadline: float | None = None,
+) -> list[PointStats]:
+    """Every clip of every video through `none` and then each point, side by side; the points'
+    PointStats, `none`'s first. `videos` yields (kind, video id, frames, ground-truth objects or
+    None), kind "generated" or "real". With `deadline` (a time.monotonic() value) the run stops
+    after the clip that passes it."""
     probe = BackboneProbe(segmenter.backbone)
     classes = len(segmenter.labels)
     full = AccelerationConfig(method="none")
     stats = [PointStats(c, ConfusionMatrix(classes), ConfusionMatrix(classes)) for c in [full, *points]]
-    bar = tqdm(total=data.clips, desc=f"sweeping {len(points)} operating points", unit="clip")
-    for kind, video_id, frames, objects in _videos(data):
+    bar = tqdm(total=total_clips, desc=f"sweeping {len(points)} operating points", unit="clip")
+    for kind, video_id, frames, objects in videos:
         results = {id(s): [] for s in stats}
-        for start in range(0, len(frames), data.clip_frames):
-            clip_pixels = frames[start : start + data.clip_frames]
-            reference = None
-            for point in stats:
-                segmenter.acceleration = point.config
-                mine = _timed(segmenter, probe, Clip(_stream_id(point.config, video_id), start, clip_pixels))
-                if reference is None:
-                    reference = mine
-                else:
-                    point.add_clip(reference, mine, kind == "generated", segmenter.backbone.acceleration.stage)
-                results[id(point)] += mine.results
+        for start in range(0, len(frames), clip_frames):
+            _run_clip(segmenter, probe, stats, (kind, video_id, start, frames[start : start + clip_frames]), results)
             bar.update(1)
+            if deadline is not None and time.monotonic() > deadline:
+                break
         for point in stats:
             segmenter.drop(_stream_id(point.config, video_id))
-            if kind == "generated":
+            if objects is not None:
                 point.board.add_results(video_id, results[id(point)], objects, frames.shape[1:3])
+        if deadline is not None and time.monotonic() > deadline:
+            break
     bar.close()
-    flops_video = SyntheticVideo(data.seeds[0], 2 * data.clip_frames).frames()[0]
-    return [_summarise(segmenter, point, flops_video) for point in stats], [point.board for point in stats]
+    return stats
+
+
+def _run_clip(segmenter, probe, stats: list[PointStats], clip: tuple, results: dict):
+    """One clip (kind, video id, first frame, pixels) through every point, `none` (the first) the reference."""
+    kind, video_id, start, pixels = clip
+    reference = None
+    for point in stats:
+        segmenter.acceleration = point.config
+        mine = _timed(segmenter, probe, Clip(_stream_id(point.config, video_id), start, pixels))
+        if reference is None:
+            reference = mine
+        else:
+            point.add_clip(reference, mine, kind == "generated", segmenter.backbone.acceleration.stage)
+        results[id(point)] += mine.results
 
 
 def _stream_id(config: AccelerationConfig, video_id: str) -> str:
@@ -248,21 +294,29 @@ def _flops_per_frame(segmenter: VideoSegmenter, config: AccelerationConfig, vide
     return backbone / len(video) / 1e9, counts["Global"] / len(video) / 1e9
 
 
-def _summarise(segmenter, point: PointStats, flops_video: np.ndarray) -> dict:
+def _cost_and_speed(segmenter: VideoSegmenter, point: PointStats, flops_video: np.ndarray) -> dict:
+    """The part of a point's row that needs no fidelity: what it is, its GFLOPs and its speedups."""
     config = point.config
-    gflops_backbone, gflops_model = _flops_per_frame(segmenter, config, flops_video)
-    gt = point.board.metrics()
     accelerated = config.accelerated
+    gflops_backbone, gflops_model = _flops_per_frame(segmenter, config, flops_video)
+    resolved = config.resolved(segmenter.backbone.window, segmenter.backbone.depths) if accelerated else config
     return dict(
         method=config.method,
         setting=setting_name(config),
-        config=(
-            config.resolved(segmenter.backbone.window, segmenter.backbone.depths) if accelerated else config
-        ).to_dict(),
+        config=resolved.to_dict(),
         gflops_backbone=gflops_backbone,
         gflops_model=gflops_model,
         speedup_backbone=statistics.median(point.backbone_ratio) if accelerated else 1.0,
         speedup_model=statistics.median(point.model_ratio) if accelerated else 1.0,
+        token_ratio=statistics.mean(point.token_ratios) if point.token_ratios else 1.0,
+    )
+
+
+def _summarise(segmenter, point: PointStats, flops_video: np.ndarray) -> dict:
+    gt = point.board.metrics()
+    accelerated = point.config.accelerated
+    return dict(
+        _cost_and_speed(segmenter, point, flops_video),
         fidelity_miou=point.fidelity.miou() if accelerated else 1.0,
         fidelity_instance_iou=statistics.mean(point.instance_ious) if point.instance_ious else 1.0,
         fidelity_miou_real=point.fidelity_real.miou() if accelerated else 1.0,
@@ -270,22 +324,33 @@ def _summarise(segmenter, point: PointStats, flops_video: np.ndarray) -> dict:
         feature_cosine_real=statistics.mean(point.cosines_real) if point.cosines_real else 1.0,
         gt_miou=gt["miou"],
         gt_ap=gt["ap"],
-        token_ratio=statistics.mean(point.token_ratios) if point.token_ratios else 1.0,
     )
 
 
-def choose_default(rows: list[dict]) -> dict | None:
-    """The fastest TCA point whose fidelity mIoU is at least FIDELITY_FOR_DEFAULT.
+def label_free_row(segmenter: VideoSegmenter, point: PointStats, flops_video: np.ndarray) -> dict:
+    """A point's row from the real (unlabelled) videos alone: cost, speedups and fidelity to `none`
+    (label maps, instance masks, backbone features); `tca-segment tune`'s rows."""
+    return dict(
+        _cost_and_speed(segmenter, point, flops_video),
+        fidelity_miou=point.fidelity_real.miou() if point.config.accelerated else 1.0,
+        fidelity_instance_iou=statistics.mean(point.instance_ious_real) if point.instance_ious_real else 1.0,
+        feature_cosine=statistics.mean(point.cosines_real) if point.cosines_real else 1.0,
+    )
+
+
+def choose_default(rows: list[dict], target: float = FIDELITY_FOR_DEFAULT, key: str = "fidelity_miou") -> dict | None:
+    """The fastest TCA point whose fidelity (the rows' column `key`, label-map mIoU to `none`) is at
+    least `target`.
 
     Fastest by backbone GFLOPs, not by the measured speedup: points of equal FLOPs (e.g. differing
     only in temperature) differ in wall-clock by a few percent of noise on a shared CPU, which would
     make the choice a coin toss. Points within 1% of the lowest cost count as equal; among them
     the one with the highest fidelity wins."""
-    eligible = [r for r in rows if r["method"] == "tca" and r["fidelity_miou"] >= FIDELITY_FOR_DEFAULT]
+    eligible = [r for r in rows if r["method"] == "tca" and r[key] >= target]
     if not eligible:
         return None
     cheapest = min(r["gflops_backbone"] for r in eligible)
-    return max((r for r in eligible if r["gflops_backbone"] <= 1.01 * cheapest), key=lambda r: r["fidelity_miou"])
+    return max((r for r in eligible if r["gflops_backbone"] <= 1.01 * cheapest), key=lambda r: r[key])
 
 
 def curve(row: dict) -> str:
@@ -474,7 +539,7 @@ def run(quick: bool, out: Path, model: str = str(EMBEDDED_MODEL)) -> dict:
     model: a checkpoint directory or hub id."""
     data = SweepData.for_run(quick)
     segmenter = VideoSegmenter.from_pretrained(model, task="both", short_side=SHORT_SIDE)
-    rows, boards = sweep(segmenter, operating_points(quick), data)
+    rows, boards = sweep(segmenter, operating_points(quick, *_stage_shape(segmenter)), data)
     claim = claim_check(rows, boards, resamples=200 if quick else 1000)
     report = dict(
         date=date.today().isoformat(),
