@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-.PHONY: install demo test bench
+.PHONY: install demo test bench gpu-wheels
 install: $(STAMP)
 
 demo: $(STAMP)
@@ -21,3 +21,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.backbone_cost --out out/bench
+
+# The wheels benchmarks/gpu_check.sh carries to a GPU machine without a registry (Python 3.12 there):
+# this project's transformers pin and pycocotools, which tca_core needs and that machine lacks.
+gpu-wheels:
+	python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+		--platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d benchmarks/wheels \
+		'transformers==5.24.*' pycocotools
+
