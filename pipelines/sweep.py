@@ -110,10 +110,16 @@ def operating_points(quick: bool, depth: int = 18, window: int = 7) -> list[Acce
     return points
 
 
-def _stage_shape(segmenter: VideoSegmenter) -> tuple[int, int]:
-    """(depth of the clustered stage, window size) of the segmenter's backbone."""
+def stage_shape(segmenter: VideoSegmenter) -> tuple[int, int]:
+    """(depth of the clustered stage, window size) of the segmenter's backbone: what
+    `operating_points` scales the sweep's shapes to."""
     backbone = segmenter.backbone
     return backbone.depths[AccelerationConfig.stage - 1], backbone.window
+
+
+def machine_description() -> str:
+    """The machine a sweep ran on, as its report and the acceleration file's `chosen_by` say it."""
+    return f"{platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}"
 
 
 def setting_name(config: AccelerationConfig) -> str:
@@ -539,11 +545,11 @@ def run(quick: bool, out: Path, model: str = str(EMBEDDED_MODEL)) -> dict:
     model: a checkpoint directory or hub id."""
     data = SweepData.for_run(quick)
     segmenter = VideoSegmenter.from_pretrained(model, task="both", short_side=SHORT_SIDE)
-    rows, boards = sweep(segmenter, operating_points(quick, *_stage_shape(segmenter)), data)
+    rows, boards = sweep(segmenter, operating_points(quick, *stage_shape(segmenter)), data)
     claim = claim_check(rows, boards, resamples=200 if quick else 1000)
     report = dict(
         date=date.today().isoformat(),
-        machine=f"{platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}",
+        machine=machine_description(),
         model=model,
         generated_videos=dict(seeds=data.seeds, frames=data.num_frames),
         real_videos=dict(names=data.real_names, frames=data.real_frames, short_side=SHORT_SIDE),

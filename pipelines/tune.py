@@ -15,19 +15,24 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import torch
-
 from tca_core.config import AccelerationConfig, write_acceleration_file
 from tca_core.segmenter import VideoSegmenter
 
 from .storage import VideoRef, filesystem, list_videos
-from .sweep import FIDELITY_FOR_DEFAULT, choose_default, label_free_row, operating_points, run_points
+from .sweep import (
+    FIDELITY_FOR_DEFAULT,
+    choose_default,
+    label_free_row,
+    machine_description,
+    operating_points,
+    run_points,
+    stage_shape,
+)
 from .video_io import open_video
 
 log = logging.getLogger(__name__)
@@ -99,8 +104,7 @@ def tune(request: TuneRequest) -> dict:
     """Sweep, choose and write; the report (rows, chosen point or None, what ran on)."""
     refs = video_refs(request.input, request.endpoint_url)
     segmenter = VideoSegmenter.from_pretrained(request.model, task="both", short_side=request.short_side)
-    backbone = segmenter.backbone
-    points = operating_points(request.quick, backbone.depths[AccelerationConfig.stage - 1], backbone.window)
+    points = operating_points(request.quick, *stage_shape(segmenter))
     sample = request.sample
     clips = len(refs) * sample.segments * -(-sample.segment_frames // sample.clip_frames)
     deadline = time.monotonic() + 60 * request.budget_minutes if request.budget_minutes else None
@@ -114,7 +118,7 @@ def tune(request: TuneRequest) -> dict:
     chosen = choose_default(rows, request.target)
     report = dict(
         date=date.today().isoformat(),
-        machine=f"{platform.machine()}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}",
+        machine=machine_description(),
         model=request.model,
         input=request.input,
         videos=len(refs),

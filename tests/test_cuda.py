@@ -7,6 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from helpers import SMALL_MODEL_CLUSTERING
 
 from tca_core import clustering
 from tca_core.config import METHODS, AccelerationConfig
@@ -15,7 +16,7 @@ from tca_core.segmenter import Clip, VideoSegmenter
 from tca_core.synthetic import moving_disc_clip
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-SHAPE = dict(alpha=1, grid=4, radius=1, topk=4, temperature=1.0)  # test_backbone's setting for the small model
+SHAPE = dict(alpha=1, grid=4, **SMALL_MODEL_CLUSTERING)  # test_backbone's setting for the small model
 
 
 @pytest.mark.parametrize("method", METHODS)
