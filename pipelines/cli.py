@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from tca_core.config import METHODS
-from tca_core.synthetic import HELD_OUT_SEED
+from tca_core.synthetic import HELD_OUT_SEED, HELD_OUT_SETS
 
 from .options import MODEL_KNOBS
 
@@ -100,41 +100,79 @@ def _accuracy_against_truth(seed: int, num_frames: int, masks) -> dict:
 
 
 def evaluate(args) -> int:
-    """mIoU and video AP of the model on held-out generated videos; with --against, also those of a
-    second method on the same videos and the paired differences with 95% bootstrap intervals."""
+    """mIoU and video AP of the model on each held-out set of generated videos (or `--set`'s), with
+    95% bootstrap intervals over the videos; with --against, also those of a second method on the
+    same videos and the paired differences; with --sheets, each set's first video drawn with its
+    ground truth beside the model's masks."""
+    from tca_core.segmenter import VideoSegmenter
+    from tca_core.synthetic import HELD_OUT_SETS
+
+    segmenter = VideoSegmenter.from_pretrained(args.model, task="both")  # loaded once, for every method
+    report = {}
+    for set_name in [args.set] if args.set else list(HELD_OUT_SETS):
+        report[set_name] = _evaluate_set(segmenter, set_name, args)
+        if args.sheets:
+            _draw_sheet(segmenter, set_name, args)
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def _evaluate_set(segmenter, set_name: str, args) -> dict:
+    """One held-out set's metrics for --method (and --against, paired)."""
     from tqdm import tqdm
 
-    from tca_core.evaluation import paired_difference, score_generated
+    from tca_core.evaluation import bootstrap_interval, paired_difference, score_generated
     from tca_core.model import tuned_acceleration
-    from tca_core.segmenter import VideoSegmenter
+    from tca_core.synthetic import held_out_videos
 
-    seeds = [HELD_OUT_SEED + i for i in range(args.videos)]
-    segmenter = VideoSegmenter.from_pretrained(args.model, task="both")  # loaded once, for every method
+    videos = held_out_videos(set_name, args.videos, args.frames)
     boards, report = {}, {}
     for method in [args.method] + ([args.against] if args.against else []):
         segmenter.acceleration = tuned_acceleration(args.model, method, args.acceleration)
-        bar = tqdm(total=len(seeds), desc=f"evaluating {method}", unit="video")
+        bar = tqdm(total=len(videos), desc=f"{set_name}: {method}", unit="video")
         boards[method], seconds = score_generated(
-            segmenter, seeds, args.frames, args.clip_frames, lambda done, _, bar=bar: bar.update(1)
+            segmenter, videos, args.clip_frames, lambda done, _, bar=bar: bar.update(1)
         )
         bar.close()
         report[method] = dict(
             boards[method].metrics(),
-            frames=len(seeds) * args.frames,
+            interval=bootstrap_interval(boards[method]),
+            frames=len(videos) * args.frames,
             seconds=seconds,
             setting=segmenter.acceleration.to_dict(),
         )
-    metrics = dict(report[args.method], method=args.method, videos=len(seeds))
+    metrics = dict(report[args.method], method=args.method, videos=len(videos))
     if args.against:
         metrics["against"] = dict(
             report[args.against],
             method=args.against,
             difference=paired_difference(boards[args.method], boards[args.against]),
         )
-    print(json.dumps(metrics, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(metrics, indent=2))
-    return 0
+    return metrics
+
+
+def _draw_sheet(segmenter, set_name: str, args) -> None:
+    """SHEETS/<set>.png: 8 frames of the set's first video, ground truth above the model's instances."""
+    from tca_core.segmenter import Clip
+    from tca_core.synthetic import CATEGORIES, held_out_videos
+
+    from .render import truth_and_prediction_sheet
+
+    video = held_out_videos(set_name, 1, args.frames)[0]
+    frames, objects = video.frames()
+    picked = [round(i * (len(frames) - 1) / 7) for i in range(8)]
+    results = []
+    for start in range(0, len(frames), args.clip_frames):
+        results += segmenter.process([Clip("sheet", start, frames[start : start + args.clip_frames])])[0]
+    segmenter.drop("sheet")
+    truth = [[(o.mask, o.category_id) for o in objects[t]] for t in picked]
+    predicted = [[(i.mask, i.category_id) for i in results[t].instances] for t in picked]
+    args.sheets.mkdir(parents=True, exist_ok=True)
+    path = args.sheets / f"{set_name}.png"
+    truth_and_prediction_sheet(frames[picked], truth, predicted, CATEGORIES).save(path)
+    print(f"drawn: {path}")
 
 
 def generate(args) -> int:
@@ -189,10 +227,12 @@ def bench(args) -> int:
     print(markdown_table(report["rows"]))
     default = report["default"]
     chosen = default["setting"] if default else "none qualifies"
-    print(f"fastest TCA setting (backbone GFLOPs) with fidelity mIoU >= {FIDELITY_FOR_DEFAULT}: {chosen}")
+    print(
+        f"fastest TCA setting (backbone GFLOPs) with fidelity mIoU >= {FIDELITY_FOR_DEFAULT} on each held-out set: {chosen}"
+    )
     for against, counts in report["claim_summary"].items():
         print(
-            f"TCA vs {against} at {counts['settings']} equal settings: fidelity (mIoU and feature cosine) at least "
+            f"TCA vs {against} at {counts['settings']} equal settings, on both held-out sets: fidelity (mIoU and feature cosine) at least "
             f"as high at {counts['fidelity_at_least']}, accuracy (mIoU, AP vs ground truth) not significantly "
             f"lower at {counts['accuracy_not_lower']}, significantly higher at {counts['accuracy_higher']}; "
             f"curves: a TCA point as cheap (+1%) with at least the fidelity mIoU at {counts['curve_at_least']} of "
@@ -303,10 +343,12 @@ def _add_model_commands(commands):
     sub.set_defaults(handler=demo)
 
     sub = commands.add_parser("evaluate", help="mIoU and video AP on held-out generated videos")
-    sub.add_argument("--videos", type=int, default=16)
+    sub.add_argument("--videos", type=int, default=16, help="videos per held-out set")
     sub.add_argument("--frames", type=int, default=48)
     sub.add_argument("--json", type=Path, help="also write the metrics here")
     sub.add_argument("--against", choices=METHODS, help="also run this method; report paired differences")
+    sub.add_argument("--set", choices=list(HELD_OUT_SETS), help="only this held-out set (default: each)")
+    sub.add_argument("--sheets", type=Path, help="draw each set's first video, truth beside the model, here")
     _model_options(sub)
     sub.set_defaults(handler=evaluate)
 

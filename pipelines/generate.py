@@ -44,7 +44,7 @@ def write_generated(out_dir: Path, seeds: list[int], num_frames: int = 48, fps: 
         file_name = f"videos/{seed}.mp4"
         write_mp4(out_dir / file_name, frames, fps)
         entry, tracks = youtube_vis_entry(len(videos) + 1, file_name, video, objects)
-        videos.append(dict(entry, seed=seed))
+        videos.append(dict(entry, seed=seed, camera=video.camera_kind))
         annotations += tracks
     categories = [dict(id=c, name=CATEGORIES[c], supercategory="shape") for c in THING_CATEGORIES]
     path = out_dir / "annotations.json"

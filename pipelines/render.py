@@ -176,3 +176,17 @@ def frame_masks(table: pa.Table) -> dict[int, Drawn]:
         if _is_drawn(row, with_instances):
             frame.append(row)
     return {index: decode_drawn(frame, with_instances) for index, frame in rows.items()}
+
+
+def truth_and_prediction_sheet(frames, truth, predicted, categories: dict[int, str], columns: int = 4) -> Image.Image:
+    """Generated frames with their ground truth beside the model's instances: `truth` and
+    `predicted` per frame are lists of (mask, category id), drawn in the category's colour and
+    captioned with its name. Each row pair: truth above, prediction below."""
+    tiles, captions = [], []
+    for start in range(0, len(frames), columns):
+        for label, source in (("truth", truth), ("model", predicted)):
+            for t in range(start, min(start + columns, len(frames))):
+                drawn = [(mask, c, categories[c]) for mask, c in source[t]]
+                tiles.append(overlay(frames[t], drawn))
+                captions.append(f"frame {t}: {label}")
+    return contact_sheet(tiles, captions, columns)

@@ -115,7 +115,7 @@ def tune(request: TuneRequest) -> dict:
     if seen.first is None:
         raise ValueError(f"input {request.input}: none of its {len(refs)} videos could be read")
     rows = [label_free_row(segmenter, point, seen.first[: sample.clip_frames]) for point in stats]
-    chosen = choose_default(rows, request.target)
+    chosen = choose_default(rows, request.target, keys=("fidelity_miou",))
     report = dict(
         date=date.today().isoformat(),
         machine=machine_description(),

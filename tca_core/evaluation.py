@@ -216,31 +216,44 @@ def paired_difference(board: Scoreboard, baseline: Scoreboard, resamples: int = 
     return result
 
 
-def score_generated(segmenter, seeds, num_frames: int = 48, clip_frames: int = 8, progress=None):
-    """Run `segmenter` (task "both") on generated videos `seeds`, clip by clip, against their ground
-    truth. Returns (Scoreboard, seconds spent segmenting); `progress(done, total)` after every video."""
-    from .synthetic import CATEGORIES, SyntheticVideo
+def bootstrap_interval(board: Scoreboard, resamples: int = 1000, seed: int = 0) -> dict:
+    """95% bootstrap intervals of mIoU and video AP over the board's videos (drawn with replacement)."""
+    rng = np.random.default_rng(seed)
+    samples = {"miou": [], "ap": []}
+    for _ in range(resamples):
+        metrics = board.metrics(rng.integers(0, len(board.videos), len(board.videos)).tolist())
+        for key in samples:
+            samples[key].append(metrics[key])
+    return {key: [float(v) for v in np.percentile(values, [2.5, 97.5])] for key, values in samples.items()}
+
+
+def score_generated(segmenter, videos, clip_frames: int = 8, progress=None):
+    """Run `segmenter` (task "both") on generated videos (`SyntheticVideo`s), clip by clip, against
+    their ground truth. Returns (Scoreboard, seconds spent segmenting); `progress(done, total)` after
+    every video."""
+    from .synthetic import CATEGORIES
 
     if segmenter.task != "both":
         raise ValueError(f"evaluation needs a segmenter with task 'both', got {segmenter.task!r}")
     board, seconds = Scoreboard(CATEGORIES), 0.0
-    for done, seed in enumerate(seeds, 1):
-        video = SyntheticVideo(seed, num_frames)
+    for done, video in enumerate(videos, 1):
         frames, objects = video.frames()
-        video_id = f"generated/{seed}"
+        video_id = f"generated/{video.camera_kind}/{video.seed}"
         begin = time.perf_counter()
         results = []
-        for start in range(0, num_frames, clip_frames):
+        for start in range(0, video.num_frames, clip_frames):
             results += segmenter.process([Clip(video_id, start, frames[start : start + clip_frames])])[0]
         seconds += time.perf_counter() - begin
         segmenter.drop(video_id)
         board.add_results(video_id, results, objects, (video.height, video.width))
         if progress:
-            progress(done, len(seeds))
+            progress(done, len(videos))
     return board, seconds
 
 
-def evaluate_generated(segmenter, seeds, num_frames: int = 48, clip_frames: int = 8, progress=None) -> dict:
-    """mIoU and video AP of `segmenter` (task "both") on generated videos `seeds`, plus frames and seconds."""
-    board, seconds = score_generated(segmenter, seeds, num_frames, clip_frames, progress)
-    return dict(board.metrics(), frames=len(seeds) * num_frames, seconds=seconds)
+def evaluate_generated(segmenter, videos, clip_frames: int = 8, progress=None) -> dict:
+    """mIoU and video AP of `segmenter` (task "both") on generated videos, with 95% bootstrap
+    intervals over the videos (`interval`), plus frames and seconds."""
+    board, seconds = score_generated(segmenter, videos, clip_frames, progress)
+    frames = sum(video.num_frames for video in videos)
+    return dict(board.metrics(), interval=bootstrap_interval(board), frames=frames, seconds=seconds)

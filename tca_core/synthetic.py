@@ -97,9 +97,7 @@ class SyntheticVideo:
 
     `camera` is "static" or "moving"; None draws it from the seed (training videos)."""
 
-    def __init__(
-        self, seed: int, num_frames: int = 48, height: int = 224, width: int = 336, camera: str | None = None
-    ):
+    def __init__(self, seed: int, num_frames: int = 48, height: int = 224, width: int = 336, camera: str | None = None):
         if camera is not None and camera not in CAMERAS:
             raise ValueError(f"camera must be one of {CAMERAS}, got {camera!r}")
         self.seed, self.num_frames, self.height, self.width = seed, num_frames, height, width
@@ -261,7 +259,12 @@ def _path(rng, num_frames: int, region, focus, radius: float) -> np.ndarray:
         if outside:  # just beyond a random edge
             y, x, margin = rng.uniform(y0, y1), rng.uniform(x0, x1), 1.2 * radius
             return np.array([[y0 - margin, x], [y1 + margin, x], [y, x0 - margin], [y, x1 + margin]][rng.integers(4)])
-        return np.array([rng.uniform(y0 + 0.1 * (y1 - y0), y1 - 0.1 * (y1 - y0)), rng.uniform(x0 + 0.1 * (x1 - x0), x1 - 0.1 * (x1 - x0))])
+        return np.array(
+            [
+                rng.uniform(y0 + 0.1 * (y1 - y0), y1 - 0.1 * (y1 - y0)),
+                rng.uniform(x0 + 0.1 * (x1 - x0), x1 - 0.1 * (x1 - x0)),
+            ]
+        )
 
     position = point(rng.random() < 0.2)
     positions = []
@@ -355,10 +358,28 @@ def _polygon(shape: str, x: float, y: float, radius: float, angle: float, thickn
         ]
     if shape == "rod":
         half_length, half_width = 1.2 * radius, max(1.0, thickness / 2)
-        local = [(-half_length, -half_width), (half_length, -half_width), (half_length, half_width), (-half_length, half_width)]
+        local = [
+            (-half_length, -half_width),
+            (half_length, -half_width),
+            (half_length, half_width),
+            (-half_length, half_width),
+        ]
     else:  # cross: two bars of a third of the width
         a, b = 1.1 * radius, 0.36 * radius
-        local = [(-a, -b), (-b, -b), (-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b), (b, a), (-b, a), (-b, b), (-a, b)]
+        local = [
+            (-a, -b),
+            (-b, -b),
+            (-b, -a),
+            (b, -a),
+            (b, -b),
+            (a, -b),
+            (a, b),
+            (b, b),
+            (b, a),
+            (-b, a),
+            (-b, b),
+            (-a, b),
+        ]
     cos, sin = math.cos(angle), math.sin(angle)
     return [(x + u * cos - v * sin, y + u * sin + v * cos) for u, v in local]
 

@@ -1,6 +1,6 @@
 """Train the embedded model: a small Swin Mask2Former on generated videos (tca_core.synthetic).
 
-    python -m tca_core.train --out runs/embedded            # about 75 minutes on 2 CPU cores
+    python -m tca_core.train --out runs/embedded            # about 65 minutes on 2 CPU cores
     python -m tca_core.train --out runs/embedded --resume   # continue after an interruption
 
 Seeded and resumable: a checkpoint (model, optimizer, step, random states) is written atomically
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .evaluation import ConfusionMatrix
 from .model import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -31,7 +32,6 @@ from .model import (
     preprocessor_config,
     swin_mask2former_config,
 )
-from .evaluation import ConfusionMatrix
 from .synthetic import CATEGORIES, HELD_OUT_SEED, HELD_OUT_SETS, SyntheticVideo, held_out_videos, semantic_map
 
 FRAME_SIZE = (224, 336)  # stage 3 is 14x21 tokens: whole 7x7 windows
@@ -220,7 +220,7 @@ def export(model, directory: Path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Train the embedded Swin Mask2Former on generated videos")
     parser.add_argument("--out", type=Path, default=Path("runs/embedded"))
-    parser.add_argument("--steps", type=int, default=7000)
+    parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=0)
