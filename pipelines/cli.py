@@ -105,7 +105,6 @@ def evaluate(args) -> int:
     same videos and the paired differences; with --sheets, each set's first video drawn with its
     ground truth beside the model's masks."""
     from tca_core.segmenter import VideoSegmenter
-    from tca_core.synthetic import HELD_OUT_SETS
 
     segmenter = VideoSegmenter.from_pretrained(args.model, task="both")  # loaded once, for every method
     report = {}
@@ -155,7 +154,7 @@ def _evaluate_set(segmenter, set_name: str, args) -> dict:
 
 def _draw_sheet(segmenter, set_name: str, args) -> None:
     """SHEETS/<set>.png: 8 frames of the set's first video, ground truth above the model's instances."""
-    from tca_core.segmenter import Clip
+    from tca_core.evaluation import segment_video
     from tca_core.synthetic import CATEGORIES, held_out_videos
 
     from .render import truth_and_prediction_sheet
@@ -163,10 +162,7 @@ def _draw_sheet(segmenter, set_name: str, args) -> None:
     video = held_out_videos(set_name, 1, args.frames)[0]
     frames, objects = video.frames()
     picked = [round(i * (len(frames) - 1) / 7) for i in range(8)]
-    results = []
-    for start in range(0, len(frames), args.clip_frames):
-        results += segmenter.process([Clip("sheet", start, frames[start : start + args.clip_frames])])[0]
-    segmenter.drop("sheet")
+    results = segment_video(segmenter, "sheet", frames, args.clip_frames)
     truth = [[(o.mask, o.category_id) for o in objects[t]] for t in picked]
     predicted = [[(i.mask, i.category_id) for i in results[t].instances] for t in picked]
     args.sheets.mkdir(parents=True, exist_ok=True)

@@ -193,6 +193,19 @@ class Scoreboard:
         return dict(miou=confusion.miou(), per_class_iou=per_class, ap=ap["ap"], ap50=ap["ap50"], ap75=ap["ap75"])
 
 
+BOOTSTRAP_KEYS = ("miou", "ap")
+
+
+def _resampled(boards: list[Scoreboard], resamples: int, seed: int):
+    """Per bootstrap draw (videos with replacement, the same draw for every board): each board's
+    metrics on the drawn videos."""
+    rng = np.random.default_rng(seed)
+    count = len(boards[0].videos)
+    for _ in range(resamples):
+        videos = rng.integers(0, count, count).tolist()
+        yield [board.metrics(videos) for board in boards]
+
+
 def paired_difference(board: Scoreboard, baseline: Scoreboard, resamples: int = 1000, seed: int = 0) -> dict:
     """`board` minus `baseline` on mIoU and AP, with 95% bootstrap intervals over videos.
 
@@ -201,11 +214,8 @@ def paired_difference(board: Scoreboard, baseline: Scoreboard, resamples: int = 
     interval reflects how much the difference depends on which videos were drawn."""
     if board.video_ids != baseline.video_ids:
         raise ValueError("paired comparison needs the same videos in the same order on both boards")
-    rng = np.random.default_rng(seed)
-    samples = {"miou": [], "ap": []}
-    for _ in range(resamples):
-        videos = rng.integers(0, len(board.videos), len(board.videos)).tolist()
-        mine, theirs = board.metrics(videos), baseline.metrics(videos)
+    samples = {key: [] for key in BOOTSTRAP_KEYS}
+    for mine, theirs in _resampled([board, baseline], resamples, seed):
         for key in samples:
             samples[key].append(mine[key] - theirs[key])
     mine, theirs = board.metrics(), baseline.metrics()
@@ -218,13 +228,20 @@ def paired_difference(board: Scoreboard, baseline: Scoreboard, resamples: int = 
 
 def bootstrap_interval(board: Scoreboard, resamples: int = 1000, seed: int = 0) -> dict:
     """95% bootstrap intervals of mIoU and video AP over the board's videos (drawn with replacement)."""
-    rng = np.random.default_rng(seed)
-    samples = {"miou": [], "ap": []}
-    for _ in range(resamples):
-        metrics = board.metrics(rng.integers(0, len(board.videos), len(board.videos)).tolist())
+    samples = {key: [] for key in BOOTSTRAP_KEYS}
+    for (metrics,) in _resampled([board], resamples, seed):
         for key in samples:
             samples[key].append(metrics[key])
     return {key: [float(v) for v in np.percentile(values, [2.5, 97.5])] for key, values in samples.items()}
+
+
+def segment_video(segmenter, video_id: str, frames: np.ndarray, clip_frames: int = 8) -> list:
+    """A whole video's `FrameResult`s, clip by clip as the job runs it; the video's memory is then dropped."""
+    results = []
+    for start in range(0, len(frames), clip_frames):
+        results += segmenter.process([Clip(video_id, start, frames[start : start + clip_frames])])[0]
+    segmenter.drop(video_id)
+    return results
 
 
 def score_generated(segmenter, videos, clip_frames: int = 8, progress=None):
@@ -240,11 +257,8 @@ def score_generated(segmenter, videos, clip_frames: int = 8, progress=None):
         frames, objects = video.frames()
         video_id = f"generated/{video.camera_kind}/{video.seed}"
         begin = time.perf_counter()
-        results = []
-        for start in range(0, video.num_frames, clip_frames):
-            results += segmenter.process([Clip(video_id, start, frames[start : start + clip_frames])])[0]
+        results = segment_video(segmenter, video_id, frames, clip_frames)
         seconds += time.perf_counter() - begin
-        segmenter.drop(video_id)
         board.add_results(video_id, results, objects, (video.height, video.width))
         if progress:
             progress(done, len(videos))
