@@ -153,8 +153,10 @@ def _evaluate_set(segmenter, set_name: str, args) -> dict:
 
 
 def _draw_sheet(segmenter, set_name: str, args) -> None:
-    """SHEETS/<set>.png: 8 frames of the set's first video, ground truth above the model's instances."""
+    """SHEETS/<set>.png: 8 frames of the set's first video, ground truth above the instances of
+    --method (not of --against's, which ran last)."""
     from tca_core.evaluation import segment_video
+    from tca_core.model import tuned_acceleration
     from tca_core.synthetic import CATEGORIES, held_out_videos
 
     from .render import truth_and_prediction_sheet
@@ -162,6 +164,7 @@ def _draw_sheet(segmenter, set_name: str, args) -> None:
     video = held_out_videos(set_name, 1, args.frames)[0]
     frames, objects = video.frames()
     picked = [round(i * (len(frames) - 1) / 7) for i in range(8)]
+    segmenter.acceleration = tuned_acceleration(args.model, args.method, args.acceleration)
     results = segment_video(segmenter, "sheet", frames, args.clip_frames)
     truth = [[(o.mask, o.category_id) for o in objects[t]] for t in picked]
     predicted = [[(i.mask, i.category_id) for i in results[t].instances] for t in picked]
