@@ -269,7 +269,7 @@ class VideoSegmenter:
                 class_logits = outputs.class_queries_logits[row].float()
                 mask_logits = outputs.masks_queries_logits[row].float()
                 if self.task in ("semantic", "both"):
-                    result.label_map = self._label_map(class_logits, mask_logits, (height, width))
+                    result.label_map = semantic_label_map(class_logits, mask_logits, (height, width))
                 if self.task in ("instance", "both"):
                     embeddings = outputs.transformer_decoder_last_hidden_state[row]
                     result.instances = self._instances(memory, class_logits, mask_logits, embeddings, (height, width))
@@ -287,13 +287,6 @@ class VideoSegmenter:
             shrinks = size[0] < height or size[1] < width
             pixels = F.interpolate(pixels, size=size, mode="bilinear", antialias=shrinks, align_corners=False)
         return ((pixels - self.mean) / self.std).to(self.dtype)
-
-    def _label_map(self, class_logits, mask_logits, size) -> np.ndarray:
-        """Mask2Former semantic inference: sum over queries of class probability x mask probability."""
-        class_probs = class_logits.softmax(-1)[:, :-1]  # drop "no object"
-        scores = torch.einsum("qk,qhw->khw", class_probs, mask_logits.sigmoid())
-        scores = F.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
-        return scores.argmax(0).to(torch.int32).cpu().numpy()
 
     def _instances(self, memory: VideoMemory, class_logits, mask_logits, embeddings, size) -> list[Instance]:
         """Mask2Former instance scores (class x mask quality), then tracked ids from the query slots.
@@ -320,3 +313,12 @@ class VideoSegmenter:
                 Instance(int(ids[slot]), label, self.labels.get(label, str(label)), float(scores[query]), masks[n])
             )
         return instances
+
+
+def semantic_label_map(class_logits, mask_logits, size) -> np.ndarray:
+    """Mask2Former semantic inference for one frame, (Q, K+1) class and (Q, h, w) mask logits: the
+    sum over queries of class probability x mask probability, at `size`, argmax per pixel."""
+    class_probs = class_logits.softmax(-1)[:, :-1]  # drop "no object"
+    scores = torch.einsum("qk,qhw->khw", class_probs, mask_logits.sigmoid())
+    scores = F.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
+    return scores.argmax(0).to(torch.int32).cpu().numpy()
