@@ -25,13 +25,18 @@ from tca_core.synthetic import (
 )
 
 
-def _without(video, track_id, t):
+def _rendered(video, t, keep):
+    """Frame t rendered with only the tracks for which `keep(track)` holds: (image, objects)."""
     tracks = video.tracks
-    video.tracks = [tr for tr in tracks if tr.track_id != track_id]
+    video.tracks = [track for track in tracks if keep(track)]
     try:
-        return video.frame(t)[0]
+        return video.frame(t)
     finally:
         video.tracks = tracks
+
+
+def _without(video, track_id, t):
+    return _rendered(video, t, lambda track: track.track_id != track_id)[0]
 
 
 @pytest.mark.parametrize("camera", CAMERAS)
@@ -64,12 +69,7 @@ def test_occlusion_leaves_only_visible_pixels():
 
 def _alone(video, track_id, t):
     """The mask the object would have with nothing in front of it."""
-    tracks = video.tracks
-    video.tracks = [tr for tr in tracks if tr.track_id == track_id]
-    try:
-        objects = video.frame(t)[1]
-    finally:
-        video.tracks = tracks
+    objects = _rendered(video, t, lambda track: track.track_id == track_id)[1]
     return objects[0].mask if objects else np.zeros((video.height, video.width), bool)
 
 
@@ -119,12 +119,8 @@ def _alone_objects(video):
 
 
 def _alone_object(video, track_id):
-    tracks = video.tracks
-    video.tracks = [tr for tr in tracks if tr.track_id == track_id]
-    try:
-        objects = video.frame(0)[1]
-    finally:
-        video.tracks = tracks
+    """The object alone in frame 0, or None when it is absent or touches the frame's border."""
+    objects = _rendered(video, 0, lambda track: track.track_id == track_id)[1]
     return objects[0] if objects and objects[0].mask[1:-1, 1:-1].sum() == objects[0].mask.sum() else None
 
 
