@@ -289,23 +289,18 @@ class VideoSegmenter:
         return ((pixels - self.mean) / self.std).to(self.dtype)
 
     def _instances(self, memory: VideoMemory, class_logits, mask_logits, embeddings, size) -> list[Instance]:
-        """Mask2Former instance scores (class x mask quality), then tracked ids from the query slots.
-
-        Queries whose best class is a stuff category (e.g. "background") are not instances."""
-        class_scores, labels = class_logits.softmax(-1)[:, :-1].max(-1)
-        class_scores = class_scores * self.thing[labels]
-        probs = mask_logits.sigmoid()
-        binary = probs > 0.5
-        mask_quality = (probs * binary).flatten(1).sum(1) / binary.flatten(1).sum(1).clamp_min(1)
-        scores = class_scores * mask_quality
+        """Mask2Former instances as `transformers` post-processes them (`instance_scores`), then
+        tracked ids from the query slots. Queries whose best class is a stuff category (e.g.
+        "background") are not instances."""
+        labels, scores, binary = instance_scores(class_logits, mask_logits)
+        scores = scores * self.thing[labels]
         detected = (scores >= self.score_threshold) & binary.flatten(1).any(1)
         order, ids = track_frame(memory.tracks, embeddings, detected)
         slots = [k for k in range(len(order)) if detected[order[k]]]
         if not slots:
             return []
         queries = order[slots]
-        masks = F.interpolate(mask_logits[queries][None], size=size, mode="bilinear", align_corners=False)[0] > 0
-        masks = masks.cpu().numpy()
+        masks = F.interpolate(binary[queries][None].float(), size=size, mode="nearest")[0].bool().cpu().numpy()
         instances = []
         for n, (slot, query) in enumerate(zip(slots, queries.tolist())):
             label = int(labels[query])
@@ -315,10 +310,32 @@ class VideoSegmenter:
         return instances
 
 
+# `transformers`' Mask2Former post-processing first brings every model's mask logits to this size
+# (Mask2FormerImageProcessor.post_process_*_segmentation); ours does the same, so that its label maps
+# and instances are those of `transformers` on the same outputs (tests/test_published.py).
+POSTPROCESS_SIZE = (384, 384)
+
+
+def instance_scores(class_logits, mask_logits):
+    """Per query of one frame, (Q, K+1) class and (Q, h, w) mask logits: its best class, its score
+    (that class's probability x the mean mask probability inside its mask) and its binary mask at
+    POSTPROCESS_SIZE, as `post_process_instance_segmentation` computes them. That function ranks
+    (query, class) pairs, so below a score threshold of 0.5 it may report one query under two
+    classes; at 0.5 and above (a softmax gives at most one class over 0.5) the instances are the same."""
+    logits = F.interpolate(mask_logits[None], size=POSTPROCESS_SIZE, mode="bilinear", align_corners=False)[0]
+    class_scores, labels = class_logits.softmax(-1)[:, :-1].max(-1)
+    binary = logits > 0
+    area = binary.flatten(1).sum(1)
+    mask_quality = (logits.sigmoid() * binary).flatten(1).sum(1) / (area + 1e-6)
+    return labels, class_scores * mask_quality, binary
+
+
 def semantic_label_map(class_logits, mask_logits, size) -> np.ndarray:
-    """Mask2Former semantic inference for one frame, (Q, K+1) class and (Q, h, w) mask logits: the
-    sum over queries of class probability x mask probability, at `size`, argmax per pixel."""
+    """Mask2Former semantic inference for one frame, (Q, K+1) class and (Q, h, w) mask logits, as
+    `post_process_semantic_segmentation` computes it: mask logits at POSTPROCESS_SIZE, the sum over
+    queries of class probability x mask probability, at `size`, argmax per pixel."""
     class_probs = class_logits.softmax(-1)[:, :-1]  # drop "no object"
-    scores = torch.einsum("qk,qhw->khw", class_probs, mask_logits.sigmoid())
+    logits = F.interpolate(mask_logits[None], size=POSTPROCESS_SIZE, mode="bilinear", align_corners=False)[0]
+    scores = torch.einsum("qk,qhw->khw", class_probs, logits.sigmoid())
     scores = F.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
     return scores.argmax(0).to(torch.int32).cpu().numpy()

@@ -2,6 +2,7 @@
 
     python -m tca_core.train --out runs/embedded            # about 65 minutes on 2 CPU cores
     python -m tca_core.train --out runs/embedded --resume   # continue after an interruption
+    python -m tca_core.train --out runs/more --init tca_core/weights/swin-shapes --steps 3000  # fine-tune
 
 Seeded and resumable: a checkpoint (model, optimizer, step, random states) is written atomically
 every `--checkpoint-every` steps, and the data of step k depends only on (seed, k). Uses a GPU when
@@ -19,6 +20,7 @@ import functools
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ from .model import (
     IMAGENET_STD,
     ImageProcessing,
     build_model,
+    load_model,
     preprocessor_config,
     swin_mask2former_config,
 )
@@ -57,6 +60,30 @@ EMBEDDED_HEAD = dict(
     train_num_points=4096,
 )
 DENSE_WEIGHT = 5.0  # of the per-pixel cross-entropy beside Mask2Former's loss
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained (the command line's options). hue_share: the share of training frames
+    whose hues are turned by a random angle (`hue_rotated`), so that colour says nothing of the
+    category (held-out videos are never turned; the shipped model was trained without: 0);
+    init: a `save_pretrained` directory to fine-tune from (None: random weights)."""
+
+    steps: int = 4000
+    batch_size: int = 4
+    lr: float = 2e-4
+    seed: int = 0
+    checkpoint_every: int = 100
+    hue_share: float = 0.0
+    init: Path | None = None
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1 or self.lr <= 0:
+            raise ValueError(f"steps, batch size and checkpoint interval must be >= 1 and lr > 0: {self}")
+        if not 0 <= self.hue_share <= 1:
+            raise ValueError(f"hue_share must be in 0..1, got {self.hue_share}")
+
+
 PROBE_VIDEOS, PROBE_FRAMES = 4, 2  # per held-out set, at every checkpoint
 
 
@@ -64,22 +91,38 @@ def embedded_config():
     return swin_mask2former_config(EMBEDDED_SWIN, id2label=CATEGORIES, **EMBEDDED_HEAD)
 
 
-def training_batch(seed: int, step: int, batch_size: int, device):
-    """Frames of `batch_size` random training videos, their masks (background as a segment) and
-    their label maps (B, H, W)."""
+def training_batch(seed: int, step: int, batch_size: int, device, hue_share: float = 0.0):
+    """Frames of `batch_size` random training videos (a `hue_share` of them hue-turned), their masks
+    (background as a segment) and their label maps (B, H, W)."""
     rng = np.random.default_rng((seed, step))
+    hue_rng = np.random.default_rng((seed, step, 1))  # its own stream: the videos are those of hue_share 0
     frames, mask_labels, class_labels, label_maps = [], [], [], []
     for _ in range(batch_size):
         video = SyntheticVideo(int(rng.integers(0, HELD_OUT_SEED)), 48, *FRAME_SIZE)
         image, objects = video.frame(int(rng.integers(0, video.num_frames)))
         background = ~np.any([obj.mask for obj in objects], axis=0) if objects else np.ones(FRAME_SIZE, bool)
         masks = [background] + [obj.mask for obj in objects]
+        turn, angle = hue_rng.random(), hue_rng.uniform(0, 2 * math.pi)
+        if turn < hue_share:
+            image = hue_rotated(image, angle)
         frames.append(image)
         mask_labels.append(torch.from_numpy(np.stack(masks)).float().to(device))
         class_labels.append(torch.tensor([0] + [obj.category_id for obj in objects], device=device))
         label_maps.append(semantic_map(objects, *FRAME_SIZE))
     labels = torch.from_numpy(np.stack(label_maps)).long().to(device)
     return normalize(np.stack(frames), device), mask_labels, class_labels, labels
+
+
+# RGB to YIQ (NTSC): Y is luma, (I, Q) the chroma plane, in which a rotation turns the hue.
+_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def hue_rotated(image: np.ndarray, angle: float) -> np.ndarray:
+    """(H, W, 3) uint8 RGB with every hue turned by `angle` radians; luma (and so the textures'
+    light and dark) unchanged, up to clipping into 0-255."""
+    turn = np.array([[1, 0, 0], [0, math.cos(angle), -math.sin(angle)], [0, math.sin(angle), math.cos(angle)]])
+    matrix = np.linalg.inv(_YIQ) @ turn @ _YIQ
+    return np.clip(image.astype(np.float32) @ matrix.T.astype(np.float32), 0, 255).round().astype(np.uint8)
 
 
 def normalize(frames: np.ndarray, device) -> torch.Tensor:
@@ -147,13 +190,32 @@ def probe_accuracy(model, device, videos: int = PROBE_VIDEOS, frames: int = PROB
     return scores
 
 
-def train(out: Path, steps: int, batch_size: int, lr: float, seed: int, resume: bool, checkpoint_every: int):
+def initial_model(init: Path | None, seed: int):
+    """The model training starts from: random (`seed`), or the weights of a `save_pretrained`
+    directory `init` (fine-tuning), whose architecture must be the embedded one."""
+    if init is None:
+        return build_model(embedded_config(), seed=seed)
+    model = load_model(init)
+    expected = {name: tuple(t.shape) for name, t in build_model(embedded_config(), seed=seed).state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    if found != expected:
+        differing = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
+        raise ValueError(
+            f"--init {init}: not the embedded architecture ({len(differing)} tensors differ, e.g. {differing[0]})"
+        )
+    return model
+
+
+def train(out: Path, recipe: Recipe, resume: bool = False):
+    """Train as `recipe` says into `out` (checkpoint, log, and at the end the model in OUT/model);
+    `resume` continues from the checkpoint there."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out / "checkpoint.pt"
+    seed, steps, lr = recipe.seed, recipe.steps, recipe.lr
     torch.manual_seed(seed)
     config = embedded_config()
-    model = build_model(config, seed=seed).to(device).train()
+    model = initial_model(recipe.init, seed).float().to(device).train()
     dense = DenseSemanticHead(config.mask_feature_size, len(CATEGORIES)).to(device)
     optimizer = torch.optim.AdamW([*model.parameters(), *dense.parameters()], lr=lr, weight_decay=0.05)
     start = 0
@@ -171,7 +233,9 @@ def train(out: Path, steps: int, batch_size: int, lr: float, seed: int, resume: 
     for step in range(start, steps):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, steps, lr)
-        pixels, mask_labels, class_labels, labels = training_batch(seed, step, batch_size, device)
+        pixels, mask_labels, class_labels, labels = training_batch(
+            seed, step, recipe.batch_size, device, recipe.hue_share
+        )
         with autocast(device):
             output = model(pixel_values=pixels, mask_labels=mask_labels, class_labels=class_labels)
             loss = output.loss + DENSE_WEIGHT * dense.loss(output.pixel_decoder_last_hidden_state, labels)
@@ -191,7 +255,7 @@ def train(out: Path, steps: int, batch_size: int, lr: float, seed: int, resume: 
                 flush=True,
             )
             window_loss = []
-        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+        if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == steps:
             state = dict(
                 model=model.state_dict(),
                 dense=dense.state_dict(),
@@ -201,7 +265,7 @@ def train(out: Path, steps: int, batch_size: int, lr: float, seed: int, resume: 
             )
             torch.save(state, checkpoint_path.with_suffix(".tmp"))
             checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
-        if (step + 1) % (5 * checkpoint_every) == 0 or step + 1 == steps:
+        if (step + 1) % (5 * recipe.checkpoint_every) == 0 or step + 1 == steps:
             probe = probe_accuracy(model, device)
             log.write(json.dumps(dict(step=step + 1, probe_miou=probe)) + "\n")
             print(f"step {step + 1} probe mIoU " + ", ".join(f"{k} {v:.3f}" for k, v in probe.items()), flush=True)
@@ -221,14 +285,28 @@ def export(model, directory: Path):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Train the embedded Swin Mask2Former on generated videos")
     parser.add_argument("--out", type=Path, default=Path("runs/embedded"))
-    parser.add_argument("--steps", type=int, default=4000)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--seed", type=int, default=0)
+    defaults = Recipe()
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    parser.add_argument(
+        "--hue-share", type=float, default=defaults.hue_share, help="share of training frames hue-turned (0..1)"
+    )
+    parser.add_argument("--init", type=Path, help="fine-tune from this save_pretrained directory (default: random)")
     args = parser.parse_args(argv)
-    train(args.out, args.steps, args.batch_size, args.lr, args.seed, args.resume, args.checkpoint_every)
+    recipe = Recipe(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        hue_share=args.hue_share,
+        init=args.init,
+    )
+    train(args.out, recipe, args.resume)
 
 
 if __name__ == "__main__":
