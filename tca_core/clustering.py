@@ -15,6 +15,9 @@ import torch.nn.functional as F
 
 _MASKED = -1e9  # finite stand-in for -inf: rows with nothing allowed stay NaN-free
 SAME_FIT = 1 + 1e-5  # quantisation errors within this ratio are a tie (float rounding)
+# A window in which any token changed (rho < tau) keeps the clusters seeded from the memory only where
+# they quantise its tokens this much better than per-frame clustering's (docs/tca.md, "The fallback").
+CHANGED_MARGIN = 0.1
 
 
 @dataclass
@@ -130,17 +133,22 @@ def temporal_clustering(
     in the previous frame (grid pooling where a center kept no stable token), so the clusters carry
     over from frame to frame; then `iters` soft k-means rounds refine them with every token. Frame
     after frame this continues one k-means run instead of restarting it from the grid (docs/tca.md).
-    `per_frame` is (centers, affinity) of per-frame clustering of the same frame: a window keeps its
-    seeded clusters unless those quantise its tokens worse, so where the previous frame does not help
-    (content that moved in, clusters of one or two tokens) TCA falls back to per-frame clustering.
+    `per_frame` is (centers, affinity) of per-frame clustering of the same frame: a window where every
+    token is stable keeps its seeded clusters unless those quantise its tokens worse; one where some
+    token changed keeps them only where they quantise CHANGED_MARGIN better. So where the previous
+    frame does not help (content that moved in, a camera that moves, clusters of one or two tokens)
+    TCA falls back to per-frame clustering.
     Returns (centers, affinity, seeded) with seeded (B, nW) True where the temporal clusters were kept.
     """
     kept = previous_affinity * stable[..., None]
     start = update_centers(kept, x, initial_centers(x, geometry))
     centers, affinity = local_kmeans(x, start, geometry, iters, temperature)
     frame_centers, frame_affinity = per_frame
-    # Ties keep the memory, so a static scene keeps its clusters.
-    seeded = quantisation_error(x, centers, geometry) <= quantisation_error(x, frame_centers, geometry) * SAME_FIT
+    # Where nothing changed, ties keep the memory, so a static scene keeps its clusters; where something
+    # did, the memory's clusters must fit clearly better (CHANGED_MARGIN).
+    changed = ((~stable) & geometry.token_valid[None]).any(-1)
+    fit = torch.where(changed, SAME_FIT - CHANGED_MARGIN, SAME_FIT)
+    seeded = quantisation_error(x, centers, geometry) <= quantisation_error(x, frame_centers, geometry) * fit
     centers = torch.where(seeded[..., None, None], centers, frame_centers)
     affinity = torch.where(seeded[..., None, None], affinity, frame_affinity)
     return centers, affinity, seeded

@@ -58,9 +58,12 @@ def test_static_clip_through_the_segmenter_reassigns_nothing(small_model):
     assert [r.stats.reassigned for r in results] == [1.0, 0.0, 0.0, 0.0]
 
 
-def test_moving_clip_reassigns_some_tokens(small_model):
+def test_a_patch_moving_over_a_still_scene_reassigns_the_windows_around_it_only(small_model):
     segmenter = VideoSegmenter(small_model, TCA, task="semantic")
-    results = segmenter.process([Clip("moving", 0, smooth_video(4, 96, 128))])[0]
+    frames = np.repeat(random_frames(1, 224, 448), 4, axis=0)  # 8 windows at the clustered stage
+    for t in range(1, 4):
+        frames[t, 16:48, 16 + 8 * t : 48 + 8 * t] = 255
+    results = segmenter.process([Clip("moving", 0, frames)])[0]
     later = [r.stats for r in results[1:]]
     assert all(s.reset is None for s in later)
     assert all(0.0 < s.reassigned < 1.0 for s in later)
@@ -182,3 +185,19 @@ def test_tca_never_quantises_a_window_worse_than_per_frame_clustering():
         x, per_frame[1], stable, geometry, iters=1, temperature=256.0, per_frame=per_frame
     )
     assert continued.all()  # the memory of this very frame: one more k-means round fits at least as well
+
+
+def test_a_window_where_tokens_changed_needs_a_clearly_better_fit_to_keep_the_memory():
+    """Seeded from the frame's own clusters, the memory fits every window about as well as per-frame
+    clustering: windows where all tokens are stable keep it (a tie), windows with a changed token
+    fall back, since the memory does not fit them CHANGED_MARGIN better."""
+    torch.manual_seed(0)
+    geometry = clustering.window_geometry(torch.ones(8, 7, 7, dtype=torch.bool), grid=3, radius=1)
+    x = torch.randn(1, 8, 49, 16)
+    per_frame = clustering.per_frame_clustering(x, geometry, iters=5, temperature=256.0)
+    stable = torch.ones(1, 8, 49, dtype=torch.bool)
+    stable[0, :3, 0] = False  # one changed token in each of the first three windows
+    _, _, seeded = clustering.temporal_clustering(
+        x, per_frame[1], stable, geometry, iters=1, temperature=256.0, per_frame=per_frame
+    )
+    assert seeded[0].tolist() == [False] * 3 + [True] * 5
