@@ -16,7 +16,7 @@ import torch.nn.functional as F
 _MASKED = -1e9  # finite stand-in for -inf: rows with nothing allowed stay NaN-free
 SAME_FIT = 1 + 1e-5  # quantisation errors within this ratio are a tie (float rounding)
 # A window in which any token changed (rho < tau) keeps the clusters seeded from the memory only where
-# they quantise its tokens this much better than per-frame clustering's (docs/tca.md, "The fallback").
+# they quantise its tokens this much better than per-frame clustering's (docs/tca.md, "TCA").
 CHANGED_MARGIN = 0.1
 
 
