@@ -267,12 +267,12 @@ class VideoSegmenter:
             for frame_index in stream.frame_indices:
                 result = FrameResult(clip.video_id, frame_index, height, width, stats=stats[row])
                 class_logits = outputs.class_queries_logits[row].float()
-                mask_logits = outputs.masks_queries_logits[row].float()
+                logits = postprocess_logits(outputs.masks_queries_logits[row].float())  # once, for both tasks
                 if self.task in ("semantic", "both"):
-                    result.label_map = semantic_label_map(class_logits, mask_logits, (height, width))
+                    result.label_map = semantic_label_map(class_logits, logits, (height, width))
                 if self.task in ("instance", "both"):
                     embeddings = outputs.transformer_decoder_last_hidden_state[row]
-                    result.instances = self._instances(memory, class_logits, mask_logits, embeddings, (height, width))
+                    result.instances = self._instances(memory, class_logits, logits, embeddings, (height, width))
                 frames.append(result)
                 row += 1
             results.append(frames)
@@ -288,11 +288,11 @@ class VideoSegmenter:
             pixels = F.interpolate(pixels, size=size, mode="bilinear", antialias=shrinks, align_corners=False)
         return ((pixels - self.mean) / self.std).to(self.dtype)
 
-    def _instances(self, memory: VideoMemory, class_logits, mask_logits, embeddings, size) -> list[Instance]:
+    def _instances(self, memory: VideoMemory, class_logits, logits, embeddings, size) -> list[Instance]:
         """Mask2Former instances as `transformers` post-processes them (`instance_scores`), then
-        tracked ids from the query slots. Queries whose best class is a stuff category (e.g.
-        "background") are not instances."""
-        labels, scores, binary = instance_scores(class_logits, mask_logits)
+        tracked ids from the query slots; `logits` from `postprocess_logits`. Queries whose best class
+        is a stuff category (e.g. "background") are not instances."""
+        labels, scores, binary = instance_scores(class_logits, logits)
         scores = scores * self.thing[labels]
         detected = (scores >= self.score_threshold) & binary.flatten(1).any(1)
         order, ids = track_frame(memory.tracks, embeddings, detected)
@@ -316,13 +316,19 @@ class VideoSegmenter:
 POSTPROCESS_SIZE = (384, 384)
 
 
-def instance_scores(class_logits, mask_logits):
-    """Per query of one frame, (Q, K+1) class and (Q, h, w) mask logits: its best class, its score
-    (that class's probability x the mean mask probability inside its mask) and its binary mask at
-    POSTPROCESS_SIZE, as `post_process_instance_segmentation` computes them. That function ranks
-    (query, class) pairs, so below a score threshold of 0.5 it may report one query under two
-    classes; at 0.5 and above (a softmax gives at most one class over 0.5) the instances are the same."""
-    logits = F.interpolate(mask_logits[None], size=POSTPROCESS_SIZE, mode="bilinear", align_corners=False)[0]
+def postprocess_logits(mask_logits):
+    """(Q, h, w) mask logits of one frame at POSTPROCESS_SIZE (bilinear), what `instance_scores` and
+    `semantic_label_map` take."""
+    return F.interpolate(mask_logits[None], size=POSTPROCESS_SIZE, mode="bilinear", align_corners=False)[0]
+
+
+def instance_scores(class_logits, logits):
+    """Per query of one frame, (Q, K+1) class logits and (Q, 384, 384) mask logits from
+    `postprocess_logits`: its best class, its score (that class's probability x the mean mask
+    probability inside its mask) and its binary mask, as `post_process_instance_segmentation`
+    computes them. That function ranks (query, class) pairs, so below a score threshold of 0.5 it may
+    report one query under two classes; at 0.5 and above (a softmax gives at most one class over 0.5)
+    the instances are the same."""
     class_scores, labels = class_logits.softmax(-1)[:, :-1].max(-1)
     binary = logits > 0
     area = binary.flatten(1).sum(1)
@@ -330,12 +336,11 @@ def instance_scores(class_logits, mask_logits):
     return labels, class_scores * mask_quality, binary
 
 
-def semantic_label_map(class_logits, mask_logits, size) -> np.ndarray:
-    """Mask2Former semantic inference for one frame, (Q, K+1) class and (Q, h, w) mask logits, as
-    `post_process_semantic_segmentation` computes it: mask logits at POSTPROCESS_SIZE, the sum over
-    queries of class probability x mask probability, at `size`, argmax per pixel."""
+def semantic_label_map(class_logits, logits, size) -> np.ndarray:
+    """Mask2Former semantic inference for one frame, (Q, K+1) class logits and (Q, 384, 384) mask
+    logits from `postprocess_logits`, as `post_process_semantic_segmentation` computes it: the sum
+    over queries of class probability x mask probability, at `size`, argmax per pixel."""
     class_probs = class_logits.softmax(-1)[:, :-1]  # drop "no object"
-    logits = F.interpolate(mask_logits[None], size=POSTPROCESS_SIZE, mode="bilinear", align_corners=False)[0]
     scores = torch.einsum("qk,qhw->khw", class_probs, logits.sigmoid())
     scores = F.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
     return scores.argmax(0).to(torch.int32).cpu().numpy()

@@ -20,7 +20,7 @@ import functools
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from .model import (
     preprocessor_config,
     swin_mask2former_config,
 )
-from .segmenter import semantic_label_map
+from .segmenter import postprocess_logits, semantic_label_map
 from .synthetic import CATEGORIES, HELD_OUT_SEED, HELD_OUT_SETS, SyntheticVideo, held_out_videos, semantic_map
 
 FRAME_SIZE = (224, 336)  # stage 3 is 14x21 tokens: whole 7x7 windows
@@ -183,7 +183,7 @@ def probe_accuracy(model, device, videos: int = PROBE_VIDEOS, frames: int = PROB
             images, objects = video.frames()
             out = model(pixel_values=normalize(images, device))
             for classes, masks, frame_objects in zip(out.class_queries_logits, out.masks_queries_logits, objects):
-                label_map = semantic_label_map(classes.float(), masks.float(), FRAME_SIZE)
+                label_map = semantic_label_map(classes.float(), postprocess_logits(masks.float()), FRAME_SIZE)
                 confusion.update(label_map, semantic_map(frame_objects, *FRAME_SIZE))
         scores[set_name] = confusion.miou()
     model.train(was_training)
@@ -297,15 +297,7 @@ def main(argv=None):
     )
     parser.add_argument("--init", type=Path, help="fine-tune from this save_pretrained directory (default: random)")
     args = parser.parse_args(argv)
-    recipe = Recipe(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        checkpoint_every=args.checkpoint_every,
-        hue_share=args.hue_share,
-        init=args.init,
-    )
+    recipe = Recipe(**{spec.name: getattr(args, spec.name) for spec in fields(Recipe)})
     train(args.out, recipe, args.resume)
 
 
