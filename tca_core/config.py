@@ -27,6 +27,14 @@ EXPEDIT_GRID, EXPEDIT_WINDOW = 8, 12
 EXPEDIT_RADIUS = 3
 EXPEDIT_TEMPERATURE, EXPEDIT_CHANNELS = 0.01, 768  # on the summed squared distance, at Swin-L's stage-3 width
 
+# Window reuse computes a frame whole when at least this share of the first block's windows changed
+# (a scene cut, a moving camera): gathering would then cost more than it saves (docs/tca.md, "Reuse").
+REUSE_CUT_SHARE = 0.5
+# Reuse compares frames by the mean colour of each patch of this many pixels a side (Swin's patch
+# size, so that a patch is one token of the first stage): averaging over a patch cancels sensor noise,
+# a moving edge or a change of light still moves the patch's mean (docs/tca.md, "Reuse").
+REUSE_PATCH = 4
+
 
 @dataclass(frozen=True)
 class AccelerationConfig:
@@ -75,6 +83,21 @@ class AccelerationConfig:
     cut_threshold: a cosine in -1 .. 1: a frame whose mean temporal cosine over its real (not
         padding) tokens is below this is a scene cut, and TCA resets its memory (per-frame
         clustering for that frame). Used by "tca" only.
+    window_reuse: reuse of what did not change, inside the backbone (with any method): in every
+        Swin block, a window whose input changed by less than this since the last time the block
+        computed it (root mean square of the change over its tokens, relative to that input's) takes
+        the block's output from then; the other windows are computed, gathered into one batch. The
+        first block decides on the pixels instead (`pixel_change`). > 0; None: off. Frames are
+        computed whole on a reset (start, gap, size change), when at least REUSE_CUT_SHARE of the
+        first block's windows changed, and every `refresh` frames.
+    frame_reuse: whether a frame none of whose patches changed (`pixel_change`) since the last frame
+        the model ran on takes that frame's results (masks, ids, label map) without running the model.
+        Works with any method.
+    pixel_change: how much the mean colour of a REUSE_PATCH-pixel patch of the processed frame (any
+        channel, in 0..1 intensity) must change to count as a change, for frame reuse and for window
+        reuse's first block. > 0.
+    refresh: with window reuse, a frame is computed whole at least every this many frames the
+        backbone runs on, so that reuse's approximations never accumulate unbounded. >= 1.
     """
 
     method: str = "none"
@@ -89,6 +112,10 @@ class AccelerationConfig:
     tau: float = 0.9
     tca_iters: int = 3
     cut_threshold: float = 0.5
+    window_reuse: float | None = None
+    frame_reuse: bool = False
+    pixel_change: float = 0.05
+    refresh: int = 16
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -105,6 +132,10 @@ class AccelerationConfig:
             "tau": -1.0 <= self.tau <= 1.0,
             "tca_iters": self.tca_iters >= 1,
             "cut_threshold": -1.0 <= self.cut_threshold <= 1.0,
+            "window_reuse": self.window_reuse is None or self.window_reuse > 0,
+            "frame_reuse": isinstance(self.frame_reuse, bool),
+            "pixel_change": self.pixel_change > 0,
+            "refresh": self.refresh >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -112,7 +143,13 @@ class AccelerationConfig:
 
     @property
     def accelerated(self) -> bool:
+        """Whether the backbone clusters tokens (method "clustering" or "tca")."""
         return self.method != "none"
+
+    @property
+    def reusing(self) -> bool:
+        """Whether windows or frames are reused (`window_reuse`, `frame_reuse`)."""
+        return self.window_reuse is not None or self.frame_reuse
 
     def resolved(self, window_size: int, depths: list[int]) -> AccelerationConfig:
         """This config with defaults filled in and checked against a Swin backbone's shape."""

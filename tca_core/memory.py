@@ -24,15 +24,12 @@ class ClusterMemory:
     frame_index: int = -1
     signature: tuple = ()
 
-    def reset_reason(self, frame_index: int, signature: tuple) -> str | None:
-        """Why frame `frame_index` can't continue from this memory, or None if it can."""
+    def reset_reason(self, frame_index: int, signature: tuple, bridged=frozenset()) -> str | None:
+        """Why frame `frame_index` can't continue from this memory, or None if it can; frames in
+        `bridged` (reused whole, `ReuseCache`) between the memory's last frame and this one are no gap."""
         if self.tokens is None:
             return "start"
-        if signature != self.signature:
-            return "size_change"
-        if frame_index != self.frame_index + 1:
-            return "gap"
-        return None
+        return continuity(self.frame_index, self.signature, frame_index, signature, bridged)
 
     def update(self, tokens: torch.Tensor, affinity: torch.Tensor, frame_index: int, signature: tuple):
         self.tokens, self.affinity = tokens, affinity
@@ -41,6 +38,47 @@ class ClusterMemory:
     def clear(self):
         self.tokens = self.affinity = None
         self.frame_index, self.signature = -1, ()
+
+
+def continuity(last: int, last_signature: tuple, frame_index: int, signature: tuple, bridged) -> str | None:
+    """Why frame `frame_index` (of `signature`) does not follow frame `last` (of `last_signature`):
+    "size_change", "gap" (a seek, or frames missing; those in `bridged` do not count), or None."""
+    if signature != last_signature:
+        return "size_change"
+    previous = frame_index - 1
+    while previous in bridged and previous > last:
+        previous -= 1
+    return "gap" if previous != last else None
+
+
+@dataclass
+class ReuseCache:
+    """Window reuse's state for one video (docs/tca.md, "Reuse"): per block, each window's input the
+    last time it was computed and the block's output for it then, (nW, M, C) each, keyed by block
+    ("stage.block", "c" appended on the clustered grid; "patches": the patch means each first-block
+    window was last computed on); and for frame reuse the patch means (3, h/4, w/4) of the last frame
+    the model ran on, with that frame's model outputs and results.
+
+    frame_index, signature: the last frame the backbone ran on and its size and settings; since_full:
+    backbone frames since the last one computed whole (a refresh is due at `refresh`). Bounded: one
+    frame's worth of block inputs and outputs, one frame of patch means and outputs."""
+
+    blocks: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    frame_index: int = -1
+    signature: tuple = ()
+    since_full: int = 0
+    patches: torch.Tensor | None = None
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    result: object = None  # that frame's results, at hand in this process only (not exported)
+
+    def clear(self):
+        self.blocks, self.outputs, self.patches, self.result = {}, {}, None, None
+        self.frame_index, self.signature, self.since_full = -1, (), 0
+
+    def nbytes(self) -> int:
+        tensors = [t for pair in self.blocks.values() for t in pair] + list(self.outputs.values())
+        tensors += [self.patches] if self.patches is not None else []
+        return sum(t.numel() * t.element_size() for t in tensors)
 
 
 @dataclass
@@ -65,6 +103,7 @@ class VideoMemory:
 
     cluster: ClusterMemory = field(default_factory=ClusterMemory)
     tracks: TrackState = field(default_factory=TrackState)
+    reuse: ReuseCache = field(default_factory=ReuseCache)
     next_frame: int = -1
     lineage: str = ""
 
@@ -79,12 +118,20 @@ class VideoMemory:
                 value = getattr(state, name)
                 if value is not None:
                     tensors[prefix + name] = value.detach().cpu().contiguous()
+        tensors.update(_reuse_tensors(self.reuse))
         metadata = {
             "frame_index": str(self.cluster.frame_index),
             "signature": json.dumps(list(self.cluster.signature)),
             "next_id": str(self.tracks.next_id),
             "next_frame": str(self.next_frame),
             "lineage": self.lineage,
+            "reuse": json.dumps(
+                dict(
+                    frame_index=self.reuse.frame_index,
+                    signature=list(self.reuse.signature),
+                    since_full=self.reuse.since_full,
+                )
+            ),
         }
         return tensors, metadata
 
@@ -108,6 +155,7 @@ class VideoMemory:
         return cls(
             cluster=cluster,
             tracks=tracks,
+            reuse=_reuse_cache(tensors, json.loads(metadata.get("reuse", "{}")), device),
             next_frame=int(metadata.get("next_frame", -1)),
             lineage=metadata.get("lineage", ""),
         )
@@ -123,6 +171,42 @@ class VideoMemory:
         header_size = int.from_bytes(data[:8], "little")
         metadata = json.loads(data[8 : 8 + header_size]).get("__metadata__", {})
         return cls.from_tensors(load_safetensors(data), metadata, device)
+
+
+def _reuse_tensors(cache: ReuseCache) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for key, (inputs, outputs) in cache.blocks.items():
+        tensors[f"reuse.block.{key}.input"] = inputs.detach().cpu().contiguous()
+        tensors[f"reuse.block.{key}.output"] = outputs.detach().cpu().contiguous()
+    for key, value in cache.outputs.items():
+        tensors[f"reuse.outputs.{key}"] = value.detach().cpu().contiguous()
+    if cache.patches is not None:
+        tensors["reuse.patches"] = cache.patches.detach().cpu().contiguous()
+    return tensors
+
+
+def _reuse_cache(tensors: dict[str, torch.Tensor], state: dict, device) -> ReuseCache:
+    blocks, outputs = {}, {}
+    for name, value in tensors.items():
+        if name.startswith("reuse.block.") and name.endswith(".input"):
+            key = name[len("reuse.block.") : -len(".input")]
+            blocks[key] = (value.to(device), tensors[f"reuse.block.{key}.output"].to(device))
+        elif name.startswith("reuse.outputs."):
+            outputs[name[len("reuse.outputs.") :]] = value.to(device)
+    patches = tensors.get("reuse.patches")
+    return ReuseCache(
+        blocks=blocks,
+        frame_index=int(state.get("frame_index", -1)),
+        signature=_tupled(state.get("signature", [])),
+        since_full=int(state.get("since_full", 0)),
+        patches=None if patches is None else patches.to(device),
+        outputs=outputs,
+    )
+
+
+def _tupled(value):
+    """JSON lists back to the tuples they were (signatures nest them)."""
+    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
 
 
 class MemoryBank:

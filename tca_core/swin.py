@@ -20,28 +20,36 @@ from torch import nn
 from transformers.modeling_outputs import BackboneOutput
 from transformers.models.swin.modeling_swin import window_partition, window_reverse
 
-from . import clustering
+from . import clustering, reuse
 from .config import AccelerationConfig
-from .memory import ClusterMemory
+from .memory import ClusterMemory, ReuseCache
 
 _MASKED = -100.0  # the value Swin itself adds to attention logits between disallowed pairs
 
 
 @dataclass
 class FrameStream:
-    """Consecutive rows of a batch that are consecutive frames of one video."""
+    """Consecutive rows of a batch that are frames of one video, in order: `frame_indices`;
+    `bridged`, the frames between them that were reused whole (frame reuse: no gap); `reuse`, the
+    video's window-reuse cache, and `patches`, its frames' patch means (window reuse)."""
 
     memory: ClusterMemory
     frame_indices: list[int]
+    reuse: ReuseCache | None = None
+    bridged: frozenset = frozenset()
+    patches: torch.Tensor | None = None  # window reuse: the frames' patch means (`reuse.patch_means`)
 
 
 @dataclass
 class FrameStats:
-    """What the clustering step did on one frame."""
+    """What the acceleration did on one frame."""
 
     reset: str | None  # why per-frame clustering ran instead of TCA ("start", "gap", ...), or None
-    reassigned: float  # fraction of real tokens whose clusters did not come from the previous frame
-    token_ratio: float  # clustered tokens / original tokens in the clustered blocks
+    reassigned: float | None  # fraction of real tokens whose clusters did not come from the previous frame
+    token_ratio: float  # clustered tokens / original tokens in the clustered blocks (1.0: no clustering)
+    windows_computed: float | None = None  # window reuse: share of the blocks' windows computed
+    reuse_reset: str | None = None  # window reuse: why the frame was computed whole, or None
+    frame_reused: bool = False  # frame reuse: the results are those of an earlier frame
 
 
 class AcceleratedSwinBackbone(nn.Module):
@@ -56,6 +64,7 @@ class AcceleratedSwinBackbone(nn.Module):
         self.acceleration = acceleration
         self.streams: list[FrameStream] | None = None
         self.last_stats: list[FrameStats] = []
+        self._plan: reuse.ReusePlan | None = None
 
     @property
     def acceleration(self) -> AccelerationConfig:
@@ -80,18 +89,57 @@ class AcceleratedSwinBackbone(nn.Module):
         hidden, dims = swin.embeddings(pixel_values)
         maps = [self._feature_map("stem", hidden, dims)] if "stem" in wanted else []
         self.last_stats = []
+        self._plan = self._reuse_plan(tuple(pixel_values.shape[-2:]))
         for index, stage in enumerate(swin.encoder.layers):
             if self.acceleration.accelerated and index == self.acceleration.stage - 1:
-                hidden = self._clustered_stage(stage, hidden, dims)
+                hidden = self._clustered_stage(stage, hidden, dims, index)
             else:
-                for block in stage.blocks:
-                    hidden = block(hidden, dims, always_partition=True)[0]
+                for number, block in enumerate(stage.blocks):
+                    hidden = self._block(block, hidden, dims, f"{index + 1}.{number}")
             if names[index + 1] in wanted:
                 maps.append(self._feature_map(names[index + 1], hidden, dims))
             if stage.downsample is not None:
                 hidden = stage.downsample(hidden, dims)
                 dims = ((dims[0] + 1) // 2, (dims[1] + 1) // 2)
+        self._finish_reuse(len(pixel_values))
         return BackboneOutput(feature_maps=tuple(maps))
+
+    # --- window reuse ---------------------------------------------------------------------------
+
+    def _reuse_plan(self, size: tuple[int, int]) -> reuse.ReusePlan | None:
+        """The batch's reuse plan when window reuse is on and the rows are streams with caches."""
+        cfg = self.acceleration
+        if cfg.window_reuse is None or not self.streams or any(s.reuse is None for s in self.streams):
+            return None
+        signature = (size, tuple(sorted(cfg.to_dict().items())))
+        streams = [reuse.StreamFrames(s.reuse, s.frame_indices, s.bridged, s.patches) for s in self.streams]
+        return reuse.plan_frames(cfg, self.window, streams, signature)
+
+    def _finish_reuse(self, batch: int):
+        """Record in the frames' stats what reuse computed, and end the caches at the batch's frames."""
+        plan, self._plan = self._plan, None
+        if plan is None:
+            return
+        reuse.finish(plan)
+        if not self.last_stats:
+            self.last_stats = [FrameStats(None, None, 1.0) for _ in range(batch)]
+        for stats, frame in zip(self.last_stats, plan.frames):
+            stats.windows_computed, stats.reuse_reset = frame.computed_share, frame.reason
+
+    def _block(self, block, hidden: torch.Tensor, dims: tuple[int, int], key: str) -> torch.Tensor:
+        """One Swin block on every token, with window reuse when a plan is on."""
+        if self._plan is None:
+            return block(hidden, dims, always_partition=True)[0]
+        w = self.window
+        layout = reuse.WindowLayout(*dims, w, int(block.shift_size))
+        mask = block.get_attn_mask(*layout.padded, dtype=hidden.dtype, device=hidden.device)
+        if mask is None:
+            mask = torch.zeros((), dtype=hidden.dtype, device=hidden.device).expand(
+                (layout.padded[0] // w) * (layout.padded[1] // w), w * w, w * w
+            )
+        runner = BlockRunner(block, layout, mask, self._bias(block, w, hidden.dtype))
+        runner.whole = lambda x: block(x, dims, always_partition=True)[0]
+        return reuse.reusing_block(runner, hidden, key, self._plan)
 
     def _feature_map(self, name: str, hidden: torch.Tensor, dims: tuple[int, int]) -> torch.Tensor:
         batch, _, channels = hidden.shape
@@ -100,10 +148,10 @@ class AcceleratedSwinBackbone(nn.Module):
 
     # --- the clustered stage -------------------------------------------------------------------
 
-    def _clustered_stage(self, stage: nn.Module, hidden: torch.Tensor, dims: tuple[int, int]) -> torch.Tensor:
+    def _clustered_stage(self, stage: nn.Module, hidden: torch.Tensor, dims: tuple[int, int], index: int):
         cfg, w = self.acceleration, self.window
-        for block in stage.blocks[: cfg.alpha]:
-            hidden = block(hidden, dims, always_partition=True)[0]
+        for number, block in enumerate(stage.blocks[: cfg.alpha]):
+            hidden = self._block(block, hidden, dims, f"{index + 1}.{number}")
 
         batch, _, channels = hidden.shape
         height, width = dims
@@ -127,9 +175,10 @@ class AcceleratedSwinBackbone(nn.Module):
         clustered = window_reverse(centers.to(hidden.dtype).reshape(-1, g, g, channels), g, grid_h, grid_w)
         center_valid = window_reverse(geometry.center_valid.reshape(-1, g, g, 1), g, grid_h, grid_w)[0, ..., 0]
         clustered = clustered.reshape(batch, grid_h * grid_w, channels)
-        for offset, block in enumerate(stage.blocks[cfg.alpha :]):
-            shifted = (cfg.alpha + offset) % 2 == 1  # Swin shifts every second block
-            clustered = self._clustered_block(block, clustered, (grid_h, grid_w), center_valid, shifted)
+        for number, block in enumerate(stage.blocks[cfg.alpha :], start=cfg.alpha):
+            shifted = number % 2 == 1  # Swin shifts every second block
+            key = f"{index + 1}.{number}c"
+            clustered = self._reusing_clustered_block(block, clustered, (grid_h, grid_w), center_valid, shifted, key)
 
         out_centers = window_partition(clustered.view(batch, grid_h, grid_w, channels), g)
         out_centers = out_centers.view(batch, -1, g * g, channels)
@@ -160,7 +209,7 @@ class AcceleratedSwinBackbone(nn.Module):
                 frame = tokens[row : row + 1]
                 candidate = (per_frame[0][row : row + 1], per_frame[1][row : row + 1])
                 center, affinity, stats = self._temporal_step(
-                    frame, candidate, stream.memory, frame_index, geometry, signature
+                    frame, candidate, stream, frame_index, geometry, signature
                 )
                 stats.token_ratio = ratio
                 centers.append(center)
@@ -169,13 +218,14 @@ class AcceleratedSwinBackbone(nn.Module):
                 row += 1
         return torch.cat(centers), torch.cat(affinities)
 
-    def _temporal_step(self, frame, per_frame, memory: ClusterMemory, frame_index: int, geometry, signature):
+    def _temporal_step(self, frame, per_frame, stream: FrameStream, frame_index: int, geometry, signature):
         """TCA for one frame (1, nW, N, C) of a video, continuing and then updating its memory.
         `per_frame`: the frame's per-frame clustering (centers, affinity): the clusters on a reset and
         the fallback of every window that the memory does not fit better."""
         cfg = self.acceleration
         valid = geometry.token_valid[None]
-        reason = memory.reset_reason(frame_index, signature)
+        memory = stream.memory
+        reason = memory.reset_reason(frame_index, signature, stream.bridged)
         if reason is None:
             rho = clustering.temporal_cosine(frame, memory.tokens[None])
             if rho[valid].mean().item() < cfg.cut_threshold:
@@ -193,6 +243,17 @@ class AcceleratedSwinBackbone(nn.Module):
         memory.update(frame[0], affinity[0], frame_index, signature)
         return center, affinity, FrameStats(reason, reassigned, 0.0)
 
+    def _reusing_clustered_block(self, block, hidden, dims, center_valid, shifted: bool, key: str):
+        """`_clustered_block`, with window reuse on the clustered grid when a plan is on."""
+        if self._plan is None:
+            return self._clustered_block(block, hidden, dims, center_valid, shifted)
+        g = self.acceleration.grid
+        layout = reuse.WindowLayout(*dims, g, g // 2 if shifted else 0)
+        mask = _window_mask(center_valid, g, layout.shift, hidden.dtype)
+        runner = BlockRunner(block, layout, mask, self._bias(block, g, hidden.dtype))
+        runner.whole = lambda x: self._clustered_block(block, x, dims, center_valid, shifted)
+        return reuse.reusing_block(runner, hidden, key, self._plan)
+
     def _clustered_block(self, block, hidden, dims, center_valid, shifted: bool) -> torch.Tensor:
         """One Swin block on the clustered grid: window h', shift h'//2, resized position bias."""
         g = self.acceleration.grid
@@ -206,16 +267,16 @@ class AcceleratedSwinBackbone(nn.Module):
             x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
         windows = window_partition(x, g).view(batch, -1, g * g, channels)
         mask = _window_mask(center_valid, g, shift, x.dtype)  # (nW, M, M)
-        attended = _window_attention(block.attention, windows, mask, self._resized_bias(block, x.dtype))
+        attended = _window_attention(block.attention, windows, mask, self._bias(block, g, x.dtype))
         x = window_reverse(attended.reshape(-1, g, g, channels), g, height, width)
         if shift:
             x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
         hidden = shortcut + block.drop_path(block.dropout(x.reshape(batch, height * width, channels)))
         return hidden + block.dropout(block.mlp(block.layernorm_after(hidden)))
 
-    def _resized_bias(self, block, dtype) -> torch.Tensor:
-        """(heads, M, M) relative position bias for window h', bilinearly resized from the w table."""
-        w, g = self.window, self.acceleration.grid
+    def _bias(self, block, g: int, dtype) -> torch.Tensor:
+        """(heads, g*g, g*g) relative position bias for window g, bilinearly resized from the w table."""
+        w = self.window
         table = block.attention.relative_position_bias.relative_position_bias_table  # ((2w-1)^2, heads)
         heads = table.shape[-1]
         table = table.T.reshape(1, heads, 2 * w - 1, 2 * w - 1)
@@ -223,6 +284,26 @@ class AcceleratedSwinBackbone(nn.Module):
             table = F.interpolate(table.float(), size=(2 * g - 1, 2 * g - 1), mode="bilinear", align_corners=True)
         table = table.reshape(heads, -1).to(dtype)
         return table[:, _relative_position_index(g, table.device)]
+
+
+class BlockRunner:
+    """A Swin block as window reuse runs it (`reuse.reusing_block`): on its `layout`, `whole` (the
+    block as it is, set by the caller) or on gathered windows, with the block's attention mask
+    (nW, M, M) and relative position bias (heads, M, M)."""
+
+    def __init__(self, block, layout: reuse.WindowLayout, mask: torch.Tensor, bias: torch.Tensor):
+        self.block, self.layout, self.mask, self.bias = block, layout, mask, bias
+        self.whole = None
+
+    def normed(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.block.layernorm_before(hidden)
+
+    def windows(self, raw: torch.Tensor, normed: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The block's output (K, M, C) on K windows: raw inputs, normed inputs, window ids."""
+        block = self.block
+        attended = _window_attention(block.attention, normed[None], self.mask[ids], self.bias)[0]
+        hidden = raw + attended
+        return hidden + block.mlp(block.layernorm_after(hidden))
 
 
 def _relative_position_index(size: int, device) -> torch.Tensor:

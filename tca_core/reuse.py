@@ -1,0 +1,253 @@
+"""Window reuse inside the Swin backbone: per video, each block's windows that did not change since
+the block last computed them take its output from then; the others are gathered over the clip's
+frames into one batch (docs/tca.md, "Reuse"). Decisions run frame by frame (they need only the
+inputs); the compute stays batched, block by block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from transformers.models.swin.modeling_swin import window_partition, window_reverse
+
+from .config import REUSE_CUT_SHARE, REUSE_PATCH
+from .memory import ReuseCache, continuity
+
+
+@dataclass(frozen=True)
+class WindowLayout:
+    """How a block sees a (height x width) token map: padded to whole windows, rolled by `shift`,
+    cut into `window` x `window` windows."""
+
+    height: int
+    width: int
+    window: int
+    shift: int
+
+    @property
+    def padded(self) -> tuple[int, int]:
+        return self.height + -self.height % self.window, self.width + -self.width % self.window
+
+    def partition(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, H*W, C) tokens to (B, nW, M, C) windows (zero tokens where padded)."""
+        batch, _, channels = hidden.shape
+        padded_h, padded_w = self.padded
+        grid = hidden.view(batch, self.height, self.width, channels)
+        grid = F.pad(grid, (0, 0, 0, padded_w - self.width, 0, padded_h - self.height))
+        if self.shift:
+            grid = torch.roll(grid, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        return window_partition(grid, self.window).view(batch, -1, self.window**2, channels)
+
+    def reverse(self, windows: torch.Tensor) -> torch.Tensor:
+        """(B, nW, M, C) windows back to (B, H*W, C) tokens."""
+        batch, _, _, channels = windows.shape
+        padded_h, padded_w = self.padded
+        grid = window_reverse(windows.reshape(-1, self.window, self.window, channels), self.window, padded_h, padded_w)
+        if self.shift:
+            grid = torch.roll(grid, shifts=(self.shift, self.shift), dims=(1, 2))
+        return grid[:, : self.height, : self.width].reshape(batch, self.height * self.width, channels)
+
+
+@dataclass
+class FramePlan:
+    """What reuse does with one frame of the batch: `full` (every window computed) and why (`reason`:
+    "start", "gap", "size_change", "refresh", "changed" when most windows changed, or None), and the
+    windows computed and seen over the blocks so far."""
+
+    full: bool
+    reason: str | None
+    computed: int = 0
+    windows: int = 0
+    first_ids: torch.Tensor | None = None  # the first block's windows to compute, decided on the pixels
+
+    @property
+    def computed_share(self) -> float:
+        return self.computed / self.windows if self.windows else 1.0
+
+
+@dataclass
+class ReusePlan:
+    """The frames of one forward pass, per video: `streams` pairs each video's reuse cache with its
+    batch rows, in frame order; `frames` holds each row's `FramePlan`."""
+
+    threshold: float
+    streams: list[tuple[ReuseCache, list[int]]]
+    frames: list[FramePlan]
+    first_key: str | None = None  # the first block seen, where a frame with most windows changed turns full
+    signature: tuple = ()
+    frame_indices: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StreamFrames:
+    """One video's frames in a forward pass: its cache, the frames' indices (batch order), the frames
+    reused whole between them (`bridged`), and their patch means (`patch_means`)."""
+
+    cache: ReuseCache
+    frame_indices: list[int]
+    bridged: frozenset
+    patches: torch.Tensor
+
+
+def plan_frames(config, window: int, streams: list[StreamFrames], signature: tuple) -> ReusePlan:
+    """Which frames are computed whole (a reset, a refresh, or most windows changed) and which
+    windows the first block computes, decided on the patch means before any block runs. `config`:
+    the `AccelerationConfig` (window_reuse, pixel_change, refresh); `window`: the first stage's."""
+    frames, pairs, indices, row = [], [], [], 0
+    for stream in streams:
+        cache = stream.cache
+        last, last_signature, since_full = cache.frame_index, cache.signature, cache.since_full
+        started = last >= 0 and bool(cache.blocks)
+        layout = WindowLayout(*stream.patches.shape[-2:], window, 0)
+        patches = layout.partition(stream.patches.flatten(2).transpose(1, 2))  # (T, nW, M, 3)
+        reference = cache.blocks.get(PATCH_KEY, (None,))[0] if started else None
+        rows = []
+        for position, frame_index in enumerate(stream.frame_indices):
+            reason = (
+                "start" if not started else continuity(last, last_signature, frame_index, signature, stream.bridged)
+            )
+            if reason is None and since_full >= config.refresh - 1:
+                reason = "refresh"
+            plan = FramePlan(full=reason is not None, reason=reason)
+            reference = _first_block(plan, patches[position], reference, config.pixel_change)
+            since_full = 0 if plan.full else since_full + 1
+            started, last, last_signature = True, frame_index, signature
+            frames.append(plan)
+            rows.append(row)
+            indices.append(frame_index)
+            row += 1
+        cache.blocks[PATCH_KEY] = (reference, reference.new_empty(0))
+        pairs.append((cache, rows))
+    return ReusePlan(config.window_reuse, pairs, frames, signature=signature, frame_indices=indices)
+
+
+PATCH_KEY = "patches"  # the cache's entry of the patch means each first-block window was last computed on
+
+
+def _first_block(plan: FramePlan, patches: torch.Tensor, reference, threshold: float) -> torch.Tensor:
+    """Decide a frame's first-block windows from its patch means (nW, M, 3) against `reference`'s
+    (None: none yet), turning the frame full when most changed; returns the updated reference."""
+    if plan.full or reference is None or reference.shape != patches.shape:
+        plan.full = True
+        plan.reason = plan.reason or "start"
+        return patches.clone()
+    changed = (patches - reference).abs().amax(dim=(1, 2)) >= threshold
+    if changed.float().mean().item() >= REUSE_CUT_SHARE:
+        plan.full, plan.reason = True, "changed"
+        return patches.clone()
+    plan.first_ids = changed.nonzero()[:, 0]
+    reference = reference.clone()
+    reference[plan.first_ids] = patches[plan.first_ids]
+    return reference
+
+
+def finish(plan: ReusePlan):
+    """After the forward pass: each cache ends at its video's last frame of the batch."""
+    for cache, rows in plan.streams:
+        for row in rows:
+            cache.since_full = 0 if plan.frames[row].full else cache.since_full + 1
+        if rows:
+            cache.frame_index, cache.signature = plan.frame_indices[rows[-1]], plan.signature
+
+
+def windows_changed(windows: torch.Tensor, reference: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(nW,) bool: windows (nW, M, C) whose change from `reference` (root mean square over tokens,
+    relative to the reference's) is at least `threshold`."""
+    change = (windows.float() - reference.float()).flatten(1).norm(dim=1)
+    return change >= threshold * reference.float().flatten(1).norm(dim=1).clamp_min(1e-6)
+
+
+def reusing_block(runner, hidden: torch.Tensor, key: str, plan: ReusePlan) -> torch.Tensor:
+    """One block over the batch (B, H*W, C) with window reuse; updates the caches under `key`.
+    `runner` (`swin.BlockRunner`) has the block's `layout`, runs it `whole` (as the block itself does)
+    and on gathered `windows` (raw and normed (K, M, C), their window ids)."""
+    layout = runner.layout
+    if plan.first_key is None:
+        plan.first_key = key
+    raw = layout.partition(hidden)
+    batch, num_windows = raw.shape[:2]
+    sources = torch.empty(batch, num_windows, dtype=torch.long, device=raw.device)
+    tables, pending, picked = [], [], []
+    cached = 0
+    for cache, rows in plan.streams:
+        entry = cache.blocks.get(key)
+        reference = current = None
+        if entry is not None and entry[0].shape == raw.shape[1:]:
+            reference, current = entry[0].clone(), cached + torch.arange(num_windows, device=raw.device)
+            tables.append(entry[1])
+            cached += num_windows
+        for row in rows:
+            ids = _decide(raw[row], reference, plan.frames[row], plan.threshold, key == plan.first_key)
+            codes = -1 - (sum(len(p[1]) for p in picked) + torch.arange(len(ids), device=raw.device))
+            if reference is None:
+                reference, current = raw[row].clone(), codes
+            else:
+                reference[ids] = raw[row, ids]
+                current = current.clone()
+                current[ids] = codes
+            sources[row] = current
+            picked.append((row, ids))
+        pending.append((cache, reference, current))
+    computed = sum(len(ids) for _, ids in picked)
+    if computed == batch * num_windows:
+        out = runner.whole(hidden)
+        computed_windows = layout.partition(out)[torch.tensor([r for r, _ in picked], device=raw.device)]
+        computed_windows = computed_windows.flatten(0, 1)  # rows in `picked` order, all windows each
+    else:
+        rows = torch.cat([torch.full((len(ids),), row, device=raw.device) for row, ids in picked])
+        ids = torch.cat([ids for _, ids in picked])
+        normed = layout.partition(runner.normed(hidden))
+        computed_windows = runner.windows(raw[rows, ids], normed[rows, ids], ids)
+    table = torch.cat([*tables, computed_windows]) if tables else computed_windows
+    for cache, reference, current in pending:
+        cache.blocks[key] = (reference, table[_resolved(current, cached)])
+    if computed == batch * num_windows:
+        return out
+    return layout.reverse(table[_resolved(sources, cached)])
+
+
+def _resolved(codes: torch.Tensor, cached: int) -> torch.Tensor:
+    """Indices into [cached outputs; computed windows]: a code -1-k is computed window k."""
+    return torch.where(codes < 0, cached - 1 - codes, codes)
+
+
+def _decide(windows, reference, frame: FramePlan, threshold: float, first_block: bool) -> torch.Tensor:
+    """The ids of the windows (nW, M, C) of one frame to compute at this block: all of a full frame;
+    at the first block, those whose pixels changed (`plan_frames`); later, those whose input
+    changed by `threshold` or more since the block last computed them."""
+    num_windows = windows.shape[0]
+    frame.windows += num_windows
+    if frame.full or reference is None:
+        ids = torch.arange(num_windows, device=windows.device)
+    elif first_block:
+        ids = frame.first_ids
+    else:
+        ids = windows_changed(windows, reference, threshold).nonzero()[:, 0]
+    frame.computed += len(ids)
+    return ids
+
+
+def patch_means(pixels: torch.Tensor) -> torch.Tensor:
+    """(T, 3, h, w) pixels in 0..1 to their patches' mean colours (T, 3, h/REUSE_PATCH, w/REUSE_PATCH),
+    what reuse compares frames by."""
+    return F.avg_pool2d(pixels.float(), REUSE_PATCH, ceil_mode=True)
+
+
+def frames_to_compute(patches: torch.Tensor, cache: ReuseCache, threshold: float) -> list[int | None]:
+    """Frame reuse over one clip's patch means (T, 3, h', w'), in order: for each frame, None if it
+    is computed, else the clip position of the computed frame whose results it takes (-1: the last
+    frame computed before the clip, which the cache holds). A frame is reused when no patch's mean
+    changed by `threshold` or more (any channel) since that frame. The cache must have been cleared
+    where the clip does not continue it."""
+    reference = cache.patches if cache.patches is not None and cache.patches.shape == patches.shape[1:] else None
+    source = -1 if reference is not None and cache.outputs else None
+    plan = []
+    for position, frame in enumerate(patches):
+        if source is not None and (frame - reference).abs().max().item() < threshold:
+            plan.append(source)
+        else:
+            plan.append(None)
+            reference, source = frame, position
+    return plan
