@@ -21,7 +21,7 @@ from .options import MODEL_KNOBS
 def demo(args) -> int:
     """Generate (or take) a video, run the batch job on it with local Ray, render, summarise."""
     from .generate import write_generated
-    from .nightly import JobConfig, run_job
+    from .nightly import JobConfig, reuse_line, run_job
     from .output import read_masks
     from .render import render
 
@@ -65,7 +65,9 @@ def demo(args) -> int:
         line = f"token reduction: the clustered blocks run on {summary['token_ratio']:.0%} of the tokens"
         if summary["tca_reassigned"] is not None:
             line += f"; TCA reassigned {summary['tca_reassigned']:.1%} of tokens per continued frame"
-        print(line)
+        print(line + reuse_line(summary))
+    elif reuse_line(summary):
+        print(reuse_line(summary)[2:])
     if seed is not None:
         accuracy = _accuracy_against_truth(seed, args.frames, read_masks(masks_path))  # a short video
         per_class = ", ".join(f"{name} {iou:.2f}" for name, iou in accuracy["per_class_iou"].items())

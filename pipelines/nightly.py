@@ -70,6 +70,8 @@ MANIFEST_SCHEMA = pa.schema(
         ("wall_seconds", pa.float64()),
         ("decode_seconds", pa.float64()),
         ("inference_seconds", pa.float64()),
+        ("windows_computed", pa.float64()),  # window reuse: mean share of the blocks' windows computed; null: off
+        ("frames_reused", pa.int64()),  # frame reuse: frames that took an earlier frame's results
         ("code_version", pa.string()),
     ]
 )
@@ -182,6 +184,7 @@ class VideoLedger:
         self.linker = IdLinker(self.height, self.width)
         self.next_frame, self.error, self.ended, self.correction = 0, "", False, 0
         self.timings = dict(decode=0.0, inference=0.0)
+        self.reuse = Reuse()
         self.started = time.perf_counter()
 
     def add(self, row: dict) -> bool:
@@ -203,6 +206,7 @@ class VideoLedger:
         self.parts.append(dict(json.loads(row["parts"]), ids=ids))
         self.timings["decode"] += float(row["decode_seconds"])
         self.timings["inference"] += float(row["inference_seconds"])
+        self.reuse.add(row)
         self.next_frame = int(row["stop"])
         if row["last"]:
             self.frames_total, self.ended = int(row["frames_total"]), True
@@ -222,6 +226,26 @@ class VideoLedger:
 
 
 @dataclass
+class Reuse:
+    """What window and frame reuse saved, summed over written chunks (of a video, or of the run)."""
+
+    windows_sum: float = 0.0
+    window_frames: int = 0
+    frames_reused: int = 0
+
+    def add(self, row: dict):
+        self.windows_sum += float(row["windows_computed_sum"])
+        self.window_frames += int(row["windows_frames"])
+        self.frames_reused += int(row["frames_reused"])
+
+    def fields(self) -> dict:
+        """windows_computed: the mean share of the blocks' windows computed (None: no window reuse);
+        frames_reused: the frames that took an earlier frame's results."""
+        windows = self.windows_sum / self.window_frames if self.window_frames else None
+        return dict(windows_computed=windows, frames_reused=self.frames_reused)
+
+
+@dataclass
 class RunState:
     """What the driver keeps for the whole run: per video in flight, its ledger; the manifest rows;
     the commit tasks under way; the totals the summary reports."""
@@ -238,11 +262,13 @@ class RunState:
     token_ratio: list[float] = field(default_factory=lambda: [0.0, 0])
     first_output: float = 0.0
     frames_resumed: int = 0  # frames taken from an interrupted run's chunks
+    reuse: Reuse = field(default_factory=lambda: Reuse())
 
     def record(self, ledger: VideoLedger, status: str, frames: int, reason: str):
         wall = time.perf_counter() - ledger.started
         timings = dict(wall=wall, decode=ledger.timings["decode"], inference=ledger.timings["inference"])
         self.add_row(ledger.video_id, ledger.uri, status, frames=frames, fps=ledger.fps, error=reason, **timings)
+        self.manifest[-1].update(ledger.reuse.fields())
         self.frames_done += frames
 
     def add_row(self, video_id: str, uri: str, status: str, frames=0, fps=0.0, error="", **seconds: float):
@@ -261,6 +287,7 @@ class RunState:
                 settings=json.dumps(self.settings),
                 signature=self.signature,
                 **{f"{kind}_seconds": seconds.get(kind, 0.0) for kind in ("wall", "decode", "inference")},
+                **Reuse().fields(),
                 code_version=_code_version(),
             )
         )
@@ -534,6 +561,7 @@ def _take(row: dict, output: Output, state: RunState, console: Console):
         state.reassigned[1] += int(row["reassigned_frames"])
     state.token_ratio[0] += float(row["token_ratio_sum"])
     state.token_ratio[1] += int(row["frames_written"])
+    state.reuse.add(row)
     if not ledger.add(row):
         return
     console.grow(ledger.correction)
@@ -590,12 +618,23 @@ def _write_summary(output: Output, state: RunState, seconds: float) -> dict:
         first_output_seconds=state.first_output,  # start-up: Ray, probing, loading the model, the first chunk
         token_ratio=state.token_ratio[0] / state.token_ratio[1] if state.token_ratio[1] else 1.0,
         tca_reassigned=state.reassigned[0] / state.reassigned[1] if state.reassigned[1] else None,
+        **state.reuse.fields(),
         failures={row["video_id"]: row["error"] for row in state.manifest if row["status"] == "failed"},
     )
     write_atomic(
         output.fs, output.path("manifests", f"{state.run_id}.summary.json"), json.dumps(summary, indent=2).encode()
     )
     return summary
+
+
+def reuse_line(summary: dict) -> str:
+    """The console's words for what reuse saved ("" when it was off)."""
+    words = []
+    if summary["windows_computed"] is not None:
+        words.append(f"{summary['windows_computed']:.0%} of windows computed")
+    if summary["frames_reused"]:
+        words.append(f"{summary['frames_reused']} frames reused")
+    return "; reuse: " + ", ".join(words) if words else ""
 
 
 def _labels(model: str) -> dict[int, str]:
@@ -628,6 +667,7 @@ def main(argv=None) -> int:
             if summary["tca_reassigned"] is not None
             else ""
         )
+        + reuse_line(summary)
     )
     for video_id, error in summary["failures"].items():
         print(f"FAILED {video_id}: {error}", file=sys.stderr)

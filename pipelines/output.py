@@ -38,6 +38,8 @@ FRAMES_SCHEMA = pa.schema(
         ("num_masks", pa.int32()),
         ("tca_reset", pa.string()),  # why TCA re-clustered this frame from scratch, null if it continued
         ("tca_reassigned", pa.float32()),  # fraction of tokens (re)assigned; null for method "none"
+        ("windows_computed", pa.float32()),  # window reuse: share of the blocks' windows computed; null: off
+        ("frame_reused", pa.bool_()),  # frame reuse: the results are those of an earlier frame
     ]
 )
 
@@ -62,15 +64,19 @@ def mask_row(video_id, video_uri, frame_index, timestamp, height, width, counts,
     )
 
 
-def frame_row(video_id, video_uri, frame_index, timestamp, num_masks, tca_reset, tca_reassigned):
+def frame_row(video_id, video_uri, frame_index, timestamp, num_masks, **stats):
+    """One frames-table row; `stats`: tca_reset, tca_reassigned, windows_computed (None where not
+    given) and frame_reused (False)."""
     return dict(
         video_id=video_id,
         video_uri=video_uri,
         frame_index=frame_index,
         timestamp=timestamp,
         num_masks=num_masks,
-        tca_reset=tca_reset,
-        tca_reassigned=tca_reassigned,
+        tca_reset=stats.get("tca_reset"),
+        tca_reassigned=stats.get("tca_reassigned"),
+        windows_computed=stats.get("windows_computed"),
+        frame_reused=bool(stats.get("frame_reused", False)),
     )
 
 

@@ -502,6 +502,8 @@ SEGMENTED_FRAME = pa.struct(
         ("tca_reset", pa.string()),
         ("tca_reassigned", pa.float64()),
         ("token_ratio", pa.float64()),
+        ("windows_computed", pa.float64()),  # null without window reuse
+        ("frame_reused", pa.bool_()),
     ]
 )
 
@@ -552,6 +554,8 @@ def _frame_fields(result) -> dict:
         tca_reset=result.stats.reset if result.stats else None,
         tca_reassigned=result.stats.reassigned if result.stats else None,
         token_ratio=result.stats.token_ratio if result.stats else 1.0,
+        windows_computed=result.stats.windows_computed if result.stats else None,
+        frame_reused=bool(result.stats and result.stats.frame_reused),
     )
 
 
@@ -571,6 +575,9 @@ def written_row(chunk: dict, **fields) -> dict:
         reassigned=None,  # sum over continued frames, and their count
         reassigned_frames=0,
         token_ratio_sum=0.0,
+        windows_computed_sum=0.0,  # window reuse: the share computed, summed over its frames
+        windows_frames=0,
+        frames_reused=0,
         decode_seconds=float(chunk.get("decode_seconds") or 0.0),
         inference_seconds=float(chunk.get("inference_seconds") or 0.0),
         error=chunk.get("error", ""),
@@ -619,8 +626,10 @@ class ChunkWriter:
                     int(frame["frame_index"]),
                     float(frame["timestamp"]),
                     len(rows),
-                    frame["tca_reset"],
-                    frame["tca_reassigned"],
+                    tca_reset=frame["tca_reset"],
+                    tca_reassigned=frame["tca_reassigned"],
+                    windows_computed=frame["windows_computed"],
+                    frame_reused=frame["frame_reused"],
                 )
             )
             stats.add(frame)
@@ -677,22 +686,30 @@ def _rles(frame: dict, height: int, width: int) -> list[tuple]:
 
 
 class _Stats:
-    """TCA's per-frame statistics of a chunk, summed."""
+    """The per-frame statistics of a chunk (TCA's and reuse's), summed."""
 
     def __init__(self):
         self.reassigned, self.continued, self.token_ratio = 0.0, 0, 0.0
+        self.windows, self.window_frames, self.reused = 0.0, 0, 0
 
     def add(self, frame: dict):
         if frame["tca_reassigned"] is not None and frame["tca_reset"] is None:
             self.reassigned += float(frame["tca_reassigned"])
             self.continued += 1
         self.token_ratio += float(frame["token_ratio"])
+        if frame["windows_computed"] is not None:
+            self.windows += float(frame["windows_computed"])
+            self.window_frames += 1
+        self.reused += bool(frame["frame_reused"])
 
     def fields(self) -> dict:
         return dict(
             reassigned=self.reassigned if self.continued else None,
             reassigned_frames=self.continued,
             token_ratio_sum=self.token_ratio,
+            windows_computed_sum=self.windows,
+            windows_frames=self.window_frames,
+            frames_reused=self.reused,
         )
 
 

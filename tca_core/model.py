@@ -63,11 +63,13 @@ def load_model(source: str | Path, device: str | torch.device = "cpu", dtype=tor
 def tuned_acceleration(source: str | Path, method: str, file: str | Path | None = None) -> AccelerationConfig:
     """`method` with the settings of the acceleration file `file` when given, else those tuned for the
     checkpoint at `source` (its acceleration.json), else AccelerationConfig's generic defaults (e.g. a
-    hub id). A given file that is missing or invalid is a ValueError naming it."""
-    if method == "none":
-        return AccelerationConfig(method=method)
+    hub id). Method "none" without a file is the unmodified model; with one, it takes the file's
+    reuse settings (window and frame reuse run with any method). A given file that is missing or
+    invalid is a ValueError naming it."""
     if file is not None:
         return read_acceleration_file(Path(file), method)
+    if method == "none":
+        return AccelerationConfig(method=method)
     path = Path(source) / TUNED_SETTINGS
     if not path.is_file():
         return AccelerationConfig(method=method)

@@ -242,3 +242,40 @@ def test_the_reuse_cache_is_bounded_and_dropped_with_the_video(reuse_model):
 def test_bad_reuse_settings_are_refused_naming_them(settings):
     with pytest.raises(ValueError, match=next(iter(settings))):
         AccelerationConfig(**settings)
+
+
+def test_the_job_reports_the_windows_and_frames_reused_in_its_frames_table_summary_and_manifest(reuse_model, tmp_path):
+    """The nightly job (local Ray) on a still video, with reuse from an acceleration file."""
+    import json
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    from pipelines.video_io import write_mp4
+    from tca_core.config import write_acceleration_file
+
+    checkpoint = tmp_path / "model"
+    reuse_model.save_pretrained(checkpoint)
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    write_mp4(archive / "still.mp4", np.repeat(smooth_video(1, 96, 128), 12, axis=0), fps=10)
+    settings = tmp_path / "reuse.json"
+    write_acceleration_file(
+        settings, AccelerationConfig(window_reuse=0.05, frame_reuse=True, pixel_change=0.05), "test"
+    )
+    command = [sys.executable, "-m", "pipelines.nightly", "--input", str(archive), "--output", str(tmp_path / "out")]
+    options = ["--model", str(checkpoint), "--method", "none", "--acceleration", str(settings), "--short-side", "96"]
+    subprocess.run([*command, *options], check=True, capture_output=True, timeout=600)
+
+    manifests = tmp_path / "out" / "manifests"
+    manifest = pq.read_table(next(manifests.glob("*.parquet"))).to_pylist()[0]
+    summary = json.loads(next(manifests.glob("*.summary.json")).read_text())
+    frames = pq.read_table(next((tmp_path / "out" / "frames").glob("*.parquet"))).to_pylist()
+    reused = sum(row["frame_reused"] for row in frames)
+    assert 0 < reused < len(frames) == 12  # a codec's still frames: most reused, never the first
+    assert manifest["frames_reused"] == summary["frames_reused"] == reused
+    assert json.loads(manifest["settings"])["acceleration"]["frame_reuse"] is True
+    computed = [row["windows_computed"] for row in frames if not row["frame_reused"]]
+    assert manifest["windows_computed"] == pytest.approx(np.mean([r["windows_computed"] for r in frames]))
+    assert computed[0] == 1.0
