@@ -125,6 +125,31 @@ def operating_points(quick: bool, depth: int = 18, window: int = 7) -> list[Acce
         points += [AccelerationConfig(method="clustering", iters=iters, **shape) for iters in (2, 3)]
         points += [AccelerationConfig(method="tca", tca_iters=iters, **shape) for iters in (1, 2)]
         points += [AccelerationConfig(method="tca", tau=tau, **shape) for tau in (0.6, 0.97)]
+    return points + reuse_points(quick, depth, window)
+
+
+# Window reuse thresholds of the sweep's reuse points (docs/tca.md, "Reuse"), the full model's and
+# TCA's at the sweep's middle shape; with frame reuse at the default pixel change, and without.
+REUSE_THRESHOLDS = (0.1, 0.25)
+
+
+def reuse_points(quick: bool, depth: int = 18, window: int = 7) -> list[AccelerationConfig]:
+    """Window and frame reuse on the full model and on TCA (alpha 1/6 of the depth, h' 3/7 of the
+    window); --quick: TCA with both reuses at the first threshold."""
+    shape = dict(
+        alpha=min(depth - 1, round(depth / 6)),
+        grid=max(1, round(3 * window / 7)),
+        temperature=SWEEP_TEMPERATURE,
+        **SWEEP_NEIGHBOURHOOD,
+    )
+    if quick:
+        return [AccelerationConfig(method="tca", window_reuse=REUSE_THRESHOLDS[0], frame_reuse=True, **shape)]
+    points = []
+    for threshold in REUSE_THRESHOLDS:
+        points.append(AccelerationConfig(method="none", window_reuse=threshold))
+        points.append(AccelerationConfig(method="tca", window_reuse=threshold, **shape))
+    points.append(AccelerationConfig(method="none", window_reuse=REUSE_THRESHOLDS[0], frame_reuse=True))
+    points.append(AccelerationConfig(method="tca", window_reuse=REUSE_THRESHOLDS[0], frame_reuse=True, **shape))
     return points
 
 
@@ -141,6 +166,17 @@ def machine_description() -> str:
 
 
 def setting_name(config: AccelerationConfig) -> str:
+    reuse = f" +reuse w={config.window_reuse:g}" if config.window_reuse is not None else ""
+    reuse += f" +frames p={config.pixel_change:g}" if config.frame_reuse else ""
+    return _shape_name(config) + reuse
+
+
+def modified(config: AccelerationConfig) -> bool:
+    """Whether a point differs from the full model (clusters tokens or reuses results)."""
+    return config.accelerated or config.reusing
+
+
+def _shape_name(config: AccelerationConfig) -> str:
     if not config.accelerated:
         return "full model"
     if config.method == "tca":
@@ -167,6 +203,8 @@ class KindStats:
 
     fidelity: ConfusionMatrix  # label maps against `none`'s
     instance_ious: list[float] = field(default_factory=list)  # `none`'s instance masks' best-match IoUs
+    windows_computed: list[float] = field(default_factory=list)  # per frame, window reuse's share computed
+    frames_reused: list[bool] = field(default_factory=list)  # per frame, whether frame reuse took it
     cosines: list[float] = field(default_factory=list)  # backbone output features against `none`'s, per clip
     backbone_ratio: list[float] = field(default_factory=list)  # t_none / t_point per clip
     model_ratio: list[float] = field(default_factory=list)
@@ -179,6 +217,8 @@ class KindStats:
         for part in parts:
             pool.fidelity.counts += part.fidelity.counts
             pool.instance_ious += part.instance_ious
+            pool.windows_computed += part.windows_computed
+            pool.frames_reused += part.frames_reused
             pool.cosines += part.cosines
             pool.backbone_ratio += part.backbone_ratio
             pool.model_ratio += part.model_ratio
@@ -208,10 +248,17 @@ class PointStats:
         stats.model_ratio.append(reference.seconds / mine.seconds)
         stats.backbone_ratio.append(reference.backbone_seconds / mine.backbone_seconds)
         self.token_ratios += [r.stats.token_ratio for r in mine.results if r.stats]
+        for result in mine.results:
+            window_share = result.stats.windows_computed if result.stats else None
+            stats.windows_computed.append(1.0 if window_share is None else window_share)
+            stats.frames_reused.append(bool(result.stats and result.stats.frame_reused))
         for ours, theirs in zip(mine.results, reference.results):
             stats.fidelity.update(ours.label_map, theirs.label_map)
             stats.instance_ious += _best_match_ious(theirs.instances, ours.instances)
-        stats.cosines.append(_feature_cosine(reference.features, mine.features, first_stage))
+        computed = [i for i, r in enumerate(mine.results) if not (r.stats and r.stats.frame_reused)]
+        if computed:  # the frames the backbone ran on (frame reuse skips the others)
+            chosen = [features[computed] for features in reference.features]
+            stats.cosines.append(_feature_cosine(chosen, mine.features, first_stage))
 
 
 class BackboneProbe:
@@ -250,7 +297,7 @@ def _feature_cosine(reference, features, first_stage: int) -> float:
 
 
 def _timed(segmenter: VideoSegmenter, probe: BackboneProbe, clip: Clip) -> Measured:
-    probe.seconds = 0.0
+    probe.seconds, probe.features = 0.0, None
     begin = time.perf_counter()
     results = segmenter.process([clip])[0]
     return Measured(results, time.perf_counter() - begin, probe.seconds, probe.features)
@@ -359,13 +406,16 @@ def _cost(segmenter: VideoSegmenter, point: PointStats, flops_video: np.ndarray)
 
 
 def _fidelity_and_speed(stats: KindStats, accelerated: bool, suffix: str = "") -> dict:
-    """Speedups and fidelity to `none` over one kind of video (or a pool), columns named + `suffix`."""
+    """Speedups, fidelity to `none` and what reuse saved (the share of windows computed and of frames
+    reused) over one kind of video (or a pool), columns named + `suffix`."""
     columns = dict(
         speedup_backbone=statistics.median(stats.backbone_ratio) if accelerated else 1.0,
         speedup_model=statistics.median(stats.model_ratio) if accelerated else 1.0,
         fidelity_miou=stats.fidelity.miou() if accelerated else 1.0,
         fidelity_instance_iou=statistics.mean(stats.instance_ious) if stats.instance_ious else 1.0,
         feature_cosine=statistics.mean(stats.cosines) if stats.cosines else 1.0,
+        windows_computed=statistics.mean(stats.windows_computed) if stats.windows_computed else 1.0,
+        frames_reused=statistics.mean(stats.frames_reused) if stats.frames_reused else 0.0,
     )
     return {name + suffix: value for name, value in columns.items()}
 
@@ -381,7 +431,7 @@ def _generated_columns(stats: KindStats, accelerated: bool, suffix: str = "") ->
 def _summarise(segmenter, point: PointStats, flops_video: np.ndarray) -> dict:
     """A point's row: cost; per held-out set (suffixed) and pooled over the sets (unsuffixed)
     speedups, fidelity and accuracy; the real videos' feature cosine and label agreement."""
-    accelerated = point.config.accelerated
+    accelerated = modified(point.config)
     sets = [name for name in HELD_OUT_SETS if name in point.kinds]
     row = _cost(segmenter, point, flops_video)
     pooled = KindStats.pooled([point.kinds[name] for name in sets], point.classes)
@@ -389,15 +439,14 @@ def _summarise(segmenter, point: PointStats, flops_video: np.ndarray) -> dict:
     for name in sets:
         row.update(_generated_columns(point.kinds[name], accelerated, "_" + set_suffix(name)))
     real = _fidelity_and_speed(point.kind("real"), accelerated, "_real")
-    return dict(row, fidelity_miou_real=real["fidelity_miou_real"], feature_cosine_real=real["feature_cosine_real"])
+    kept = ("fidelity_miou", "feature_cosine", "speedup_model", "speedup_backbone", "windows_computed", "frames_reused")
+    return dict(row, **{f"{key}_real": real[f"{key}_real"] for key in kept})
 
 
 def label_free_row(segmenter: VideoSegmenter, point: PointStats, flops_video: np.ndarray) -> dict:
     """A point's row from the real (unlabelled) videos alone: cost, speedups and fidelity to `none`
     (label maps, instance masks, backbone features); `tca-segment tune`'s rows."""
-    return dict(
-        _cost(segmenter, point, flops_video), **_fidelity_and_speed(point.kind("real"), point.config.accelerated)
-    )
+    return dict(_cost(segmenter, point, flops_video), **_fidelity_and_speed(point.kind("real"), modified(point.config)))
 
 
 def choose_default(
@@ -421,7 +470,10 @@ def choose_default(
 
 def curve(row: dict) -> str:
     """Which curve of the plot a row belongs to."""
-    if row["method"] == "clustering" and row["config"]["reconstruction"] == "residual":
+    config = row["config"]
+    if config.get("window_reuse") is not None or config.get("frame_reuse"):
+        return row["method"] + "+reuse"
+    if row["method"] == "clustering" and config["reconstruction"] == "residual":
         return "clustering+residual"
     return row["method"]
 
@@ -442,7 +494,7 @@ def claim_check(rows: list[dict], boards: list[dict[str, Scoreboard]], resamples
     checks = []
     for set_name in boards[0]:
         for index, row in enumerate(rows):
-            for name in BASELINES if row["method"] == "tca" else ():
+            for name in BASELINES if curve(row) == "tca" else ():
                 base = baselines.get((name, _shape(row)))
                 if base is not None:
                     accuracy = paired_difference(boards[index][set_name], boards[base][set_name], resamples)
@@ -515,7 +567,7 @@ def _claim_counts(checks: list[dict]) -> dict:
 def _curve_counts(rows: list[dict], against: str, keys: tuple[str, ...]) -> dict:
     """The points of curve `against` and at how many a TCA point as cheap (+1%) reaches at least
     their fidelity on every column of `keys`."""
-    tca = [r for r in rows if r["method"] == "tca"]
+    tca = [r for r in rows if curve(r) == "tca"]
     others = [r for r in rows if curve(r) == against]
     reached = sum(
         any(t["gflops_backbone"] <= 1.01 * r["gflops_backbone"] and all(t[k] >= r[k] for k in keys) for t in tca)
@@ -575,6 +627,7 @@ def _shape(row: dict) -> tuple:
 PANELS = (
     ("gflops_backbone", "fidelity_miou", "backbone GFLOPs / frame", "fidelity to the full model (mIoU)"),
     ("speedup_backbone", "fidelity_miou", "backbone speedup over none (CPU)", "fidelity to the full model (mIoU)"),
+    ("speedup_model", "fidelity_miou", "whole-model speedup over none (CPU)", "fidelity to the full model (mIoU)"),
     ("gflops_backbone", "feature_cosine", "backbone GFLOPs / frame", "backbone feature cosine to the full model"),
     ("gflops_backbone", "fidelity_instance_iou", "backbone GFLOPs / frame", "instance mask IoU to the full model"),
     ("gflops_backbone", "gt_miou", "backbone GFLOPs / frame", "accuracy: mIoU vs ground truth"),
@@ -584,6 +637,8 @@ CURVES = (  # (curve, colour, line style, legend)
     ("clustering", "tab:orange", "-", "clustering"),
     ("clustering+residual", "tab:gray", "--", "clustering + residual reconstruction (ablation)"),
     ("tca", "tab:blue", "-", "TCA"),
+    ("tca+reuse", "tab:green", ":", "TCA + window/frame reuse"),
+    ("none+reuse", "tab:purple", ":", "full model + window/frame reuse"),
 )
 
 
@@ -628,7 +683,7 @@ def _tradeoff_panel(axis, rows: list[dict], x: str, y: str):
         axis.scatter(*zip(*points), color=color, alpha=0.35, s=18)
         front = _pareto(points, cost_is_low=x.startswith("gflops"))
         axis.plot(*zip(*front), color=color, linestyle=style, marker="o", label=f"{label} (Pareto front)")
-    full = next(r for r in rows if r["method"] == "none")
+    full = next(r for r in rows if curve(r) == "none")
     axis.scatter([full[x]], [full[y]], color="black", marker="*", s=160, label="full model (none)", zorder=5)
     axis.grid(alpha=0.3)
 
@@ -649,15 +704,23 @@ def markdown_table(rows: list[dict]) -> str:
     full model and accuracy against the ground truth, then the real videos' fidelity."""
     per_set = (("fidelity_miou", "fidelity mIoU"), ("fidelity_instance_iou", "fidelity inst. IoU"))
     per_set += (("feature_cosine", "feature cos"), ("gt_miou", "GT mIoU"), ("gt_ap", "GT AP"))
+    per_set += (("speedup_model", "model speedup"), ("windows_computed", "windows computed"))
+    per_set += (("frames_reused", "frames reused"),)
     set_columns = [(f"{key}_{suffix}", f"{suffix}: {label}") for _, suffix in _row_sets(rows) for key, label in per_set]
     header = ["method", "setting", "backbone GFLOPs", "model GFLOPs", "backbone speedup", "model speedup"]
     header += [label for _, label in set_columns] + ["real: feature cos", "real: label agreement"]
+    header += ["real: model speedup", "real: windows computed", "real: frames reused"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [r["method"], r["setting"], f"{r['gflops_backbone']:.3f}", f"{r['gflops_model']:.3f}"]
         cells += [f"{r['speedup_backbone']:.2f}x", f"{r['speedup_model']:.2f}x"]
         cells += [f"{r[key]:.3f}" for key, _ in set_columns]
         cells += [f"{r['feature_cosine_real']:.3f}", f"{r['fidelity_miou_real']:.3f}"]
+        cells += [
+            f"{r['speedup_model_real']:.2f}x",
+            f"{r['windows_computed_real']:.2f}",
+            f"{r['frames_reused_real']:.2f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -28,7 +28,7 @@ def test_tune_writes_the_cheapest_point_that_reaches_the_target(tuned):
     out, report = tuned
     assert (report["videos"], report["segments"], report["frames"]) == (1, 2, 16)
     rows = report["rows"]
-    assert rows[0]["method"] == "none" and len(rows) == 13  # the quick sweep's 12 points after `none`
+    assert rows[0]["method"] == "none" and len(rows) == 14  # the quick sweep's 13 points after `none`
     for row in rows[1:]:
         assert 0 <= row["fidelity_miou"] <= 1 and -1 <= row["feature_cosine"] <= 1 and row["speedup_backbone"] > 0
     cheapest = min(r["gflops_backbone"] for r in rows if r["method"] == "tca")
