@@ -9,7 +9,7 @@ memory and tracks (its own video ids).
 
 Per point: backbone and whole-model GFLOPs per frame (torch.utils.flop_counter) and, per held-out
 set (columns suffixed `_static`, `_moving`) and pooled over both (no suffix): backbone and
-whole-model speedup over `none` (median of per-clip time ratios), fidelity to `none` (semantic mIoU
+whole-model speedup over `none` (none's time over the point's, summed over the clips run side by side), fidelity to `none` (semantic mIoU
 of the label maps, mean IoU of `none`'s instance masks with their best match, cosine similarity of
 the backbone's output features in the stages clustering touches) and accuracy against the ground
 truth (mIoU, video AP); on the real videos (suffix `_real`) feature cosine and label-map
@@ -206,8 +206,10 @@ class KindStats:
     windows_computed: list[float] = field(default_factory=list)  # per frame, window reuse's share computed
     frames_reused: list[bool] = field(default_factory=list)  # per frame, whether frame reuse took it
     cosines: list[float] = field(default_factory=list)  # backbone output features against `none`'s, per clip
-    backbone_ratio: list[float] = field(default_factory=list)  # t_none / t_point per clip
-    model_ratio: list[float] = field(default_factory=list)
+    # per clip, (none's seconds, this point's), the whole model's and the backbone's: speedups are
+    # ratios of their sums (frames/s over the clips; a clip whose frames were all reused ran no backbone)
+    model_seconds: list[tuple[float, float]] = field(default_factory=list)
+    backbone_seconds: list[tuple[float, float]] = field(default_factory=list)
     board: Scoreboard = field(default_factory=lambda: Scoreboard(CATEGORIES))  # vs ground truth (held-out sets)
 
     @classmethod
@@ -220,8 +222,8 @@ class KindStats:
             pool.windows_computed += part.windows_computed
             pool.frames_reused += part.frames_reused
             pool.cosines += part.cosines
-            pool.backbone_ratio += part.backbone_ratio
-            pool.model_ratio += part.model_ratio
+            pool.model_seconds += part.model_seconds
+            pool.backbone_seconds += part.backbone_seconds
             pool.board.videos += part.board.videos
             pool.board.video_ids += part.board.video_ids
         return pool
@@ -245,8 +247,8 @@ class PointStats:
         """This point's run of a clip of kind `kind` against `none`'s (`reference`); `first_stage`:
         the clustered stage."""
         stats = self.kind(kind)
-        stats.model_ratio.append(reference.seconds / mine.seconds)
-        stats.backbone_ratio.append(reference.backbone_seconds / mine.backbone_seconds)
+        stats.model_seconds.append((reference.seconds, mine.seconds))
+        stats.backbone_seconds.append((reference.backbone_seconds, mine.backbone_seconds))
         self.token_ratios += [r.stats.token_ratio for r in mine.results if r.stats]
         for result in mine.results:
             window_share = result.stats.windows_computed if result.stats else None
@@ -409,8 +411,8 @@ def _fidelity_and_speed(stats: KindStats, accelerated: bool, suffix: str = "") -
     """Speedups, fidelity to `none` and what reuse saved (the share of windows computed and of frames
     reused) over one kind of video (or a pool), columns named + `suffix`."""
     columns = dict(
-        speedup_backbone=statistics.median(stats.backbone_ratio) if accelerated else 1.0,
-        speedup_model=statistics.median(stats.model_ratio) if accelerated else 1.0,
+        speedup_backbone=_speedup(stats.backbone_seconds) if accelerated else 1.0,
+        speedup_model=_speedup(stats.model_seconds) if accelerated else 1.0,
         fidelity_miou=stats.fidelity.miou() if accelerated else 1.0,
         fidelity_instance_iou=statistics.mean(stats.instance_ious) if stats.instance_ious else 1.0,
         feature_cosine=statistics.mean(stats.cosines) if stats.cosines else 1.0,
@@ -418,6 +420,12 @@ def _fidelity_and_speed(stats: KindStats, accelerated: bool, suffix: str = "") -
         frames_reused=statistics.mean(stats.frames_reused) if stats.frames_reused else 0.0,
     )
     return {name + suffix: value for name, value in columns.items()}
+
+
+def _speedup(seconds: list[tuple[float, float]]) -> float:
+    """`none`'s time over a point's, summed over the clips both ran side by side (1.0: no clips)."""
+    mine = sum(point for _, point in seconds)
+    return sum(reference for reference, _ in seconds) / mine if mine > 0 else 1.0
 
 
 def _generated_columns(stats: KindStats, accelerated: bool, suffix: str = "") -> dict:
@@ -668,6 +676,49 @@ def plot(rows: list[dict], out: Path):
     plt.close(figure)
 
 
+REUSE_KINDS = (("static", "static camera (generated)"), ("moving", "moving camera (generated)"))
+REUSE_KINDS += (("real", "real sample videos"),)
+
+
+def plot_reuse(rows: list[dict], out: Path):
+    """reuse.png: per kind of footage, each reuse point's whole-model speedup and its label-map
+    fidelity to `none`, beside TCA and clustering at the reuse points' shape."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reused = [r for r in rows if curve(r).endswith("+reuse")]
+    if not reused:
+        return
+    shape = next(_shape(r) for r in reused if r["method"] == "tca")
+    chosen = [r for r in rows if curve(r) in ("tca", "clustering") and _shape(r) == shape] + reused
+    chosen = [r for r in chosen if r["config"]["iters"] == AccelerationConfig.iters]
+    names = [f"{r['method']}: {r['setting']}" for r in chosen]
+    figure, axes = plt.subplots(2, len(REUSE_KINDS), figsize=(5.5 * len(REUSE_KINDS), 0.45 * len(chosen) * 2 + 2))
+    for column, (suffix, title) in enumerate(REUSE_KINDS):
+        for row, (key, label) in enumerate(
+            (("speedup_model", "whole-model speedup over none"), ("fidelity_miou", "fidelity mIoU to none"))
+        ):
+            axis = axes[row][column]
+            axis.barh(
+                range(len(chosen)), [r[f"{key}_{suffix}"] for r in chosen], color=[_bar_colour(r) for r in chosen]
+            )
+            axis.set_yticks(range(len(chosen)), names if column == 0 else [""] * len(chosen), fontsize=7)
+            axis.invert_yaxis()
+            axis.set_title(f"{title}: {label}", fontsize=9)
+            axis.axvline(1.0 if key == "speedup_model" else FIDELITY_FOR_DEFAULT, color="black", linewidth=0.8)
+            axis.grid(alpha=0.3, axis="x")
+    figure.suptitle("Window and frame reuse against TCA and clustering, per kind of footage (CPU, side by side)")
+    figure.tight_layout()
+    figure.savefig(out / "reuse.png", dpi=110)
+    plt.close(figure)
+
+
+def _bar_colour(row: dict) -> str:
+    return {"tca": "tab:blue", "clustering": "tab:orange", "tca+reuse": "tab:green"}.get(curve(row), "tab:purple")
+
+
 def _row_sets(rows: list[dict]) -> list[tuple[str, str]]:
     """(set name, column suffix) of the held-out sets the rows have columns for."""
     named = [(name, set_suffix(name)) for name in HELD_OUT_SETS]
@@ -759,6 +810,7 @@ def write_results(out: Path, rows: list[dict], report: dict):
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "results.md").write_text(markdown_table(rows) + "\n")
     plot(rows, out)
+    plot_reuse(rows, out)
     plot_claim(report["claim"], out)
     default = report["default"]
     if default:

@@ -167,45 +167,67 @@ def reusing_block(runner, hidden: torch.Tensor, key: str, plan: ReusePlan) -> to
     if plan.first_key is None:
         plan.first_key = key
     raw = layout.partition(hidden)
+    gathered = _gather(raw, key, plan)
     batch, num_windows = raw.shape[:2]
-    sources = torch.empty(batch, num_windows, dtype=torch.long, device=raw.device)
-    tables, pending, picked = [], [], []
-    cached = 0
+    whole = gathered.computed == batch * num_windows
+    if whole:  # every window of every frame: the block as it is
+        out = runner.whole(hidden)
+        rows = torch.tensor([row for row, _ in gathered.picked], device=raw.device)
+        computed = layout.partition(out)[rows].flatten(0, 1)  # rows in `picked` order, all windows each
+    else:
+        rows = torch.cat([torch.full((len(ids),), row, device=raw.device) for row, ids in gathered.picked])
+        ids = torch.cat([ids for _, ids in gathered.picked])
+        normed = layout.partition(runner.normed(hidden))
+        computed = runner.windows(raw[rows, ids], normed[rows, ids], ids)
+    table = torch.cat([*gathered.tables, computed])
+    for cache, reference, current in gathered.pending:
+        cache.blocks[key] = (reference, table[_resolved(current, gathered.cached)])
+    return out if whole else layout.reverse(table[_resolved(gathered.sources, gathered.cached)])
+
+
+@dataclass
+class _Gathered:
+    """One block's decisions over a batch: `sources` (B, nW) codes of where each window's output
+    comes from (a cached output, or -1-k: the k-th computed window), the cached outputs' `tables`
+    (`cached` windows in all), the windows to compute per row (`picked`), and per video its
+    updated (cache, reference inputs, codes)."""
+
+    sources: torch.Tensor
+    tables: list = field(default_factory=list)
+    cached: int = 0
+    picked: list = field(default_factory=list)
+    pending: list = field(default_factory=list)
+
+    @property
+    def computed(self) -> int:
+        return sum(len(ids) for _, ids in self.picked)
+
+
+def _gather(raw: torch.Tensor, key: str, plan: ReusePlan) -> _Gathered:
+    """Decide, frame by frame in each video's order, which windows (B, nW, M, C) the block computes."""
+    batch, num_windows = raw.shape[:2]
+    gathered = _Gathered(torch.empty(batch, num_windows, dtype=torch.long, device=raw.device))
     for cache, rows in plan.streams:
         entry = cache.blocks.get(key)
         reference = current = None
         if entry is not None and entry[0].shape == raw.shape[1:]:
-            reference, current = entry[0].clone(), cached + torch.arange(num_windows, device=raw.device)
-            tables.append(entry[1])
-            cached += num_windows
+            reference = entry[0].clone()
+            current = gathered.cached + torch.arange(num_windows, device=raw.device)
+            gathered.tables.append(entry[1])
+            gathered.cached += num_windows
         for row in rows:
             ids = _decide(raw[row], reference, plan.frames[row], plan.threshold, key == plan.first_key)
-            codes = -1 - (sum(len(p[1]) for p in picked) + torch.arange(len(ids), device=raw.device))
-            if reference is None:
+            codes = -1 - (gathered.computed + torch.arange(len(ids), device=raw.device))
+            if reference is None:  # a frame computed whole (ids: every window, in order)
                 reference, current = raw[row].clone(), codes
             else:
                 reference[ids] = raw[row, ids]
                 current = current.clone()
                 current[ids] = codes
-            sources[row] = current
-            picked.append((row, ids))
-        pending.append((cache, reference, current))
-    computed = sum(len(ids) for _, ids in picked)
-    if computed == batch * num_windows:
-        out = runner.whole(hidden)
-        computed_windows = layout.partition(out)[torch.tensor([r for r, _ in picked], device=raw.device)]
-        computed_windows = computed_windows.flatten(0, 1)  # rows in `picked` order, all windows each
-    else:
-        rows = torch.cat([torch.full((len(ids),), row, device=raw.device) for row, ids in picked])
-        ids = torch.cat([ids for _, ids in picked])
-        normed = layout.partition(runner.normed(hidden))
-        computed_windows = runner.windows(raw[rows, ids], normed[rows, ids], ids)
-    table = torch.cat([*tables, computed_windows]) if tables else computed_windows
-    for cache, reference, current in pending:
-        cache.blocks[key] = (reference, table[_resolved(current, cached)])
-    if computed == batch * num_windows:
-        return out
-    return layout.reverse(table[_resolved(sources, cached)])
+            gathered.sources[row] = current
+            gathered.picked.append((row, ids))
+        gathered.pending.append((cache, reference, current))
+    return gathered
 
 
 def _resolved(codes: torch.Tensor, cached: int) -> torch.Tensor:
