@@ -9,11 +9,12 @@ memory and tracks (its own video ids).
 
 Per point: backbone and whole-model GFLOPs per frame (torch.utils.flop_counter) and, per held-out
 set (columns suffixed `_static`, `_moving`) and pooled over both (no suffix): backbone and
-whole-model speedup over `none` (none's time over the point's, summed over the clips run side by side), fidelity to `none` (semantic mIoU
-of the label maps, mean IoU of `none`'s instance masks with their best match, cosine similarity of
-the backbone's output features in the stages clustering touches) and accuracy against the ground
-truth (mIoU, video AP); on the real videos (suffix `_real`) feature cosine and label-map
-agreement. `choose_default` picks the point a checkpoint's acceleration file carries (label-map
+whole-model speedup over `none` (none's time over the point's, summed over the clips run side by
+side), fidelity to `none` (semantic mIoU of the label maps, mean IoU of `none`'s instance masks with
+their best match, cosine similarity of the backbone's output features in the stages clustering
+touches), accuracy against the ground truth (mIoU, video AP) and what reuse saved (share of windows
+computed, of frames reused); on the real videos (suffix `_real`) feature cosine, label-map
+agreement, speedups and reuse's shares. `choose_default` picks the point a checkpoint's acceleration file carries (label-map
 fidelity on every held-out set); `run` writes results, report, plots and that file
 (docs/benchmarks.md).
 
@@ -339,8 +340,8 @@ def run_points(
 ) -> list[PointStats]:
     """Every clip of every video through `none` and then each point, side by side; the points'
     PointStats, `none`'s first. `videos` yields (kind, video id, frames, ground-truth objects or
-    None), kind a held-out set's name (generated videos, with objects) or "real". With `deadline` (a time.monotonic() value) the run stops
-    after the clip that passes it."""
+    None), kind a held-out set's name (generated videos, with objects) or "real". With `deadline` (a
+    time.monotonic() value) the run stops after the clip that passes it."""
     probe = BackboneProbe(segmenter.backbone)
     classes = len(segmenter.labels)
     full = AccelerationConfig(method="none")

@@ -34,6 +34,8 @@ REUSE_CUT_SHARE = 0.5
 # size, so that a patch is one token of the first stage): averaging over a patch cancels sensor noise,
 # a moving edge or a change of light still moves the patch's mean (docs/tca.md, "Reuse").
 REUSE_PATCH = 4
+# The settings of reuse (they apply to every method, "none" included).
+REUSE_SETTINGS = ("window_reuse", "frame_reuse", "pixel_change", "refresh")
 
 
 @dataclass(frozen=True)

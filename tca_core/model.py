@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from transformers import AutoImageProcessor, Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
 
-from .config import PREPROCESSOR_CONFIG, TUNED_SETTINGS, AccelerationConfig, read_acceleration_file
+from .config import PREPROCESSOR_CONFIG, REUSE_SETTINGS, TUNED_SETTINGS, AccelerationConfig, read_acceleration_file
 from .swin import AcceleratedSwinBackbone
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -64,12 +64,15 @@ def tuned_acceleration(source: str | Path, method: str, file: str | Path | None 
     """`method` with the settings of the acceleration file `file` when given, else those tuned for the
     checkpoint at `source` (its acceleration.json), else AccelerationConfig's generic defaults (e.g. a
     hub id). Method "none" without a file is the unmodified model; with one, it takes the file's
-    reuse settings (window and frame reuse run with any method). A given file that is missing or
-    invalid is a ValueError naming it."""
+    reuse settings only (`REUSE_SETTINGS`: window and frame reuse run with any method). A given file
+    that is missing or invalid is a ValueError naming it."""
+    if method == "none":
+        if file is None:
+            return AccelerationConfig(method=method)
+        chosen = read_acceleration_file(Path(file), method)
+        return AccelerationConfig(method=method, **{name: getattr(chosen, name) for name in REUSE_SETTINGS})
     if file is not None:
         return read_acceleration_file(Path(file), method)
-    if method == "none":
-        return AccelerationConfig(method=method)
     path = Path(source) / TUNED_SETTINGS
     if not path.is_file():
         return AccelerationConfig(method=method)

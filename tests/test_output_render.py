@@ -43,7 +43,7 @@ def _truth_rows(seed, num_frames, fps):
             for o in frame
         ]
         masks += rows
-        frames.append(frame_row("v.mp4", "v.mp4", t, timestamp_of(t, fps), len(rows), None, None))
+        frames.append(frame_row("v.mp4", "v.mp4", t, timestamp_of(t, fps), len(rows)))
     return masks, frames, objects
 
 
