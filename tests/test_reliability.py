@@ -221,6 +221,8 @@ def _segmented(start: int, stop: int, warm: int, lineage: str, frames_total: int
                 tca_reset=None,
                 tca_reassigned=0.5,
                 token_ratio=0.5,
+                windows_computed=None,
+                frame_reused=False,
             )
         )
     return dict(
