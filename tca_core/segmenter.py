@@ -262,6 +262,7 @@ class VideoSegmenter:
             streams.append(stream)
             row += len(clip.frames)
         outputs, stats = self._forward(pixels[computed], streams)
+        computed_patches = None if patches is None else patches[computed]
 
         height, width = clips[0].frames.shape[1:3]
         results, next_row = [], 0
@@ -281,7 +282,7 @@ class VideoSegmenter:
                 result = FrameResult(clip.video_id, frame_index, height, width, stats=frame_stats)
                 self._postprocess(result, memory, frame_outputs)
                 frames.append(result)
-            self._keep_reference(memory, plan, None if patches is None else patches[computed], outputs, rows, frames)
+            self._keep_reference(memory, plan, computed_patches, outputs, rows, frames)
             results.append(frames)
         return results
 
