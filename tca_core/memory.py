@@ -174,10 +174,11 @@ class VideoMemory:
 
 
 def _reuse_tensors(cache: ReuseCache) -> dict[str, torch.Tensor]:
+    """Copies (window reuse updates the cache's tensors in place)."""
     tensors = {}
     for key, (inputs, outputs) in cache.blocks.items():
-        tensors[f"reuse.block.{key}.input"] = inputs.detach().cpu().contiguous()
-        tensors[f"reuse.block.{key}.output"] = outputs.detach().cpu().contiguous()
+        tensors[f"reuse.block.{key}.input"] = inputs.detach().cpu().clone()
+        tensors[f"reuse.block.{key}.output"] = outputs.detach().cpu().clone()
     for key, value in cache.outputs.items():
         tensors[f"reuse.outputs.{key}"] = value.detach().cpu().contiguous()
     if cache.patches is not None:

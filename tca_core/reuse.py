@@ -35,10 +35,22 @@ class WindowLayout:
         batch, _, channels = hidden.shape
         padded_h, padded_w = self.padded
         grid = hidden.view(batch, self.height, self.width, channels)
-        grid = F.pad(grid, (0, 0, 0, padded_w - self.width, 0, padded_h - self.height))
+        if (padded_h, padded_w) != (self.height, self.width):
+            grid = F.pad(grid, (0, 0, 0, padded_w - self.width, 0, padded_h - self.height))
         if self.shift:
             grid = torch.roll(grid, shifts=(-self.shift, -self.shift), dims=(1, 2))
         return window_partition(grid, self.window).view(batch, -1, self.window**2, channels)
+
+    @property
+    def count(self) -> int:
+        """The number of windows."""
+        padded_h, padded_w = self.padded
+        return (padded_h // self.window) * (padded_w // self.window)
+
+    def valid(self, device) -> torch.Tensor:
+        """(nW, M, 1): 1 at the windows' tokens of the map, 0 at their padding."""
+        ones = torch.ones(1, self.height * self.width, 1, device=device)
+        return self.partition(ones)[0]
 
     def reverse(self, windows: torch.Tensor) -> torch.Tensor:
         """(B, nW, M, C) windows back to (B, H*W, C) tokens."""
@@ -166,73 +178,95 @@ def reusing_block(runner, hidden: torch.Tensor, key: str, plan: ReusePlan) -> to
     layout = runner.layout
     if plan.first_key is None:
         plan.first_key = key
+    if all(frame.full for frame in plan.frames):
+        return _whole_frames(runner, hidden, key, plan)
     raw = layout.partition(hidden)
-    gathered = _gather(raw, key, plan)
+    videos = _gather(raw, key, plan)
     batch, num_windows = raw.shape[:2]
-    whole = gathered.computed == batch * num_windows
-    if whole:  # every window of every frame: the block as it is
-        out = runner.whole(hidden)
-        rows = torch.tensor([row for row, _ in gathered.picked], device=raw.device)
-        computed = layout.partition(out)[rows].flatten(0, 1)  # rows in `picked` order, all windows each
-    else:
-        rows = torch.cat([torch.full((len(ids),), row, device=raw.device) for row, ids in gathered.picked])
-        ids = torch.cat([ids for _, ids in gathered.picked])
-        normed = layout.partition(runner.normed(hidden))
-        computed = runner.windows(raw[rows, ids], normed[rows, ids], ids)
-    table = torch.cat([*gathered.tables, computed])
-    for cache, reference, current in gathered.pending:
-        cache.blocks[key] = (reference, table[_resolved(current, gathered.cached)])
-    return out if whole else layout.reverse(table[_resolved(gathered.sources, gathered.cached)])
+    if sum(len(ids) for video in videos for ids in video.ids) == batch * num_windows:
+        out = runner.whole(hidden)  # every window of every frame: the block as it is
+        windows = layout.partition(out)
+        for video in videos:
+            video.keep(key, windows[video.rows[-1]])
+        return out
+    rows = torch.cat([torch.full((len(ids),), row, device=raw.device) for v in videos for row, ids in v.picked])
+    ids = torch.cat([ids for video in videos for ids in video.ids])
+    gathered = raw[rows, ids]
+    normed = runner.normed(gathered) * layout.valid(raw.device)[ids]  # Swin pads after the norm
+    computed = runner.windows(gathered, normed, ids)
+    out, start = torch.empty_like(raw), 0
+    for video in videos:
+        start = video.assemble(out, computed, start)
+        video.keep(key, out[video.rows[-1]])
+    return layout.reverse(out)
+
+
+def _whole_frames(runner, hidden: torch.Tensor, key: str, plan: ReusePlan) -> torch.Tensor:
+    """A block over a batch whose frames are all computed whole (starts, refreshes, cuts, a moving
+    camera): the block as it is; each cache keeps its video's last frame's inputs and outputs."""
+    out = runner.whole(hidden)
+    num_windows = runner.layout.count
+    for frame in plan.frames:
+        frame.windows += num_windows
+        frame.computed += num_windows
+    for cache, rows in plan.streams:
+        last = slice(rows[-1], rows[-1] + 1)
+        cache.blocks[key] = (runner.layout.partition(hidden[last])[0], runner.layout.partition(out[last])[0])
+    return out
 
 
 @dataclass
-class _Gathered:
-    """One block's decisions over a batch: `sources` (B, nW) codes of where each window's output
-    comes from (a cached output, or -1-k: the k-th computed window), the cached outputs' `tables`
-    (`cached` windows in all), the windows to compute per row (`picked`), and per video its
-    updated (cache, reference inputs, codes)."""
+class _Video:
+    """One video's frames at a block: its cache, its batch `rows` (in order), the window ids each
+    computes (`ids`) and the block's output for the video's frame before them (`previous`: the
+    cached output, or None when the first frame is computed whole)."""
 
-    sources: torch.Tensor
-    tables: list = field(default_factory=list)
-    cached: int = 0
-    picked: list = field(default_factory=list)
-    pending: list = field(default_factory=list)
+    cache: ReuseCache
+    rows: list[int]
+    ids: list[torch.Tensor]
+    previous: torch.Tensor | None
 
     @property
-    def computed(self) -> int:
-        return sum(len(ids) for _, ids in self.picked)
+    def picked(self):
+        return zip(self.rows, self.ids)
+
+    def assemble(self, out: torch.Tensor, computed: torch.Tensor, start: int) -> int:
+        """Write the video's frames' output windows into `out` (B, nW, M, C): each frame's are the
+        previous frame's with its own computed windows (from `computed` at `start`, in order) put
+        in; returns where the next video's computed windows start."""
+        previous = self.previous
+        for row, ids in self.picked:
+            if previous is not None:
+                out[row] = previous
+            out[row, ids] = computed[start : start + len(ids)]
+            start += len(ids)
+            previous = out[row]
+        return start
+
+    def keep(self, key: str, last: torch.Tensor):
+        """The cache keeps the block's output for the video's last frame of the batch."""
+        self.cache.blocks[key] = (self.cache.blocks[key][0], last.clone())
 
 
-def _gather(raw: torch.Tensor, key: str, plan: ReusePlan) -> _Gathered:
-    """Decide, frame by frame in each video's order, which windows (B, nW, M, C) the block computes."""
-    batch, num_windows = raw.shape[:2]
-    gathered = _Gathered(torch.empty(batch, num_windows, dtype=torch.long, device=raw.device))
+def _gather(raw: torch.Tensor, key: str, plan: ReusePlan) -> list[_Video]:
+    """Decide, frame by frame in each video's order, which windows (B, nW, M, C) the block computes;
+    each cache's reference inputs are updated in place to the windows computed."""
+    videos = []
     for cache, rows in plan.streams:
         entry = cache.blocks.get(key)
-        reference = current = None
-        if entry is not None and entry[0].shape == raw.shape[1:]:
-            reference = entry[0].clone()
-            current = gathered.cached + torch.arange(num_windows, device=raw.device)
-            gathered.tables.append(entry[1])
-            gathered.cached += num_windows
+        usable = entry is not None and entry[0].shape == raw.shape[1:]
+        reference, previous = (entry[0], entry[1]) if usable else (None, None)
+        picked = []
         for row in rows:
             ids = _decide(raw[row], reference, plan.frames[row], plan.threshold, key == plan.first_key)
-            codes = -1 - (gathered.computed + torch.arange(len(ids), device=raw.device))
             if reference is None:  # a frame computed whole (ids: every window, in order)
-                reference, current = raw[row].clone(), codes
+                reference = raw[row].clone()
             else:
                 reference[ids] = raw[row, ids]
-                current = current.clone()
-                current[ids] = codes
-            gathered.sources[row] = current
-            gathered.picked.append((row, ids))
-        gathered.pending.append((cache, reference, current))
-    return gathered
-
-
-def _resolved(codes: torch.Tensor, cached: int) -> torch.Tensor:
-    """Indices into [cached outputs; computed windows]: a code -1-k is computed window k."""
-    return torch.where(codes < 0, cached - 1 - codes, codes)
+            picked.append(ids)
+        cache.blocks[key] = (reference, previous)
+        videos.append(_Video(cache, rows, picked, previous))
+    return videos
 
 
 def _decide(windows, reference, frame: FramePlan, threshold: float, first_block: bool) -> torch.Tensor:

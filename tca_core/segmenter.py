@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import TASKS, AccelerationConfig
+from .head import deformable_attention
 from .memory import MemoryBank, VideoMemory
 from .model import IMAGENET_MEAN, IMAGENET_STD, ImageProcessing, accelerate, image_processing, load_model
 from .reuse import frames_to_compute, patch_means
@@ -308,7 +309,7 @@ class VideoSegmenter:
         """The model on the frames to compute (none: no forward), and each one's stats."""
         if len(pixels) == 0:
             return None, []
-        with self.backbone.streaming([s for s in streams if s.frame_indices]):
+        with self.backbone.streaming([s for s in streams if s.frame_indices]), deformable_attention():
             outputs = self.model(pixel_values=self._normalized(pixels))
         stats = self.backbone.last_stats or [None] * len(pixels)
         if self.acceleration.reusing and not self.backbone.last_stats:
@@ -352,11 +353,13 @@ class VideoSegmenter:
         """A frame's label map and instances (as the task says) from its model outputs."""
         class_logits = outputs["class"].float()
         logits = postprocess_logits(outputs["masks"].float())  # once, for both tasks
+        probabilities = logits.sigmoid()  # once, for both tasks
         size = (result.height, result.width)
         if self.task in ("semantic", "both"):
-            result.label_map = semantic_label_map(class_logits, logits, size)
+            result.label_map = semantic_label_map(class_logits, logits, size, probabilities)
         if self.task in ("instance", "both"):
-            result.instances = self._instances(memory, class_logits, logits, outputs["embeddings"], size)
+            scored = instance_scores(class_logits, logits, probabilities)
+            result.instances = self._instances(memory, scored, outputs["embeddings"], size)
 
     def _resized(self, frames: np.ndarray) -> torch.Tensor:
         """(T, H, W, 3) uint8 frames as (T, 3, h, w) pixels in 0..1 at `processing_size(H, W)`."""
@@ -375,19 +378,19 @@ class VideoSegmenter:
         """(T, H, W, 3) uint8 frames as normalised pixel values at `processing_size(H, W)`."""
         return self._normalized(self._resized(frames))
 
-    def _instances(self, memory: VideoMemory, class_logits, logits, embeddings, size) -> list[Instance]:
-        """Mask2Former instances as `transformers` post-processes them (`instance_scores`), then
-        tracked ids from the query slots; `logits` from `postprocess_logits`. Queries whose best class
-        is a stuff category (e.g. "background") are not instances."""
-        labels, scores, binary = instance_scores(class_logits, logits)
+    def _instances(self, memory: VideoMemory, scored: tuple, embeddings, size) -> list[Instance]:
+        """Mask2Former instances as `transformers` post-processes them (`scored`: `instance_scores`'
+        labels, scores, binary masks and areas), then tracked ids from the query slots. Queries whose
+        best class is a stuff category (e.g. "background") are not instances."""
+        labels, scores, binary, area = scored
         scores = scores * self.thing[labels]
-        detected = (scores >= self.score_threshold) & binary.flatten(1).any(1)
+        detected = (scores >= self.score_threshold) & (area > 0)
         order, ids = track_frame(memory.tracks, embeddings, detected)
         slots = [k for k in range(len(order)) if detected[order[k]]]
         if not slots:
             return []
         queries = order[slots]
-        masks = F.interpolate(binary[queries][None].float(), size=size, mode="nearest")[0].bool().cpu().numpy()
+        masks = F.interpolate(binary[queries][None], size=size, mode="nearest")[0].bool().cpu().numpy()
         instances = []
         for n, (slot, query) in enumerate(zip(slots, queries.tolist())):
             label = int(labels[query])
@@ -418,26 +421,29 @@ def postprocess_logits(mask_logits):
     return F.interpolate(mask_logits[None], size=POSTPROCESS_SIZE, mode="bilinear", align_corners=False)[0]
 
 
-def instance_scores(class_logits, logits):
+def instance_scores(class_logits, logits, probabilities=None):
     """Per query of one frame, (Q, K+1) class logits and (Q, 384, 384) mask logits from
-    `postprocess_logits`: its best class, its score (that class's probability x the mean mask
-    probability inside its mask) and its binary mask, as `post_process_instance_segmentation`
-    computes them. That function ranks (query, class) pairs, so below a score threshold of 0.5 it may
-    report one query under two classes; at 0.5 and above (a softmax gives at most one class over 0.5)
-    the instances are the same."""
+    `postprocess_logits` (and their sigmoid, `probabilities`, when at hand): its best class, its
+    score (that class's probability x the mean mask probability inside its mask), its binary mask
+    (as 0/1 floats) and that mask's area, as `post_process_instance_segmentation` computes them. That function ranks
+    (query, class) pairs, so below a score threshold of 0.5 it may report one query under two
+    classes; at 0.5 and above (a softmax gives at most one class over 0.5) the instances are the same."""
     class_scores, labels = class_logits.softmax(-1)[:, :-1].max(-1)
-    binary = logits > 0
-    area = binary.flatten(1).sum(1)
-    mask_quality = (logits.sigmoid() * binary).flatten(1).sum(1) / (area + 1e-6)
-    return labels, class_scores * mask_quality, binary
+    probabilities = logits.sigmoid() if probabilities is None else probabilities
+    binary = (logits > 0).float()  # 0/1: sums of floats run at several times those of bools on a CPU
+    area = binary.flatten(1).sum(1)  # exact below 2^24 pixels
+    inside = (probabilities * binary).flatten(1).sum(1)
+    return labels, class_scores * inside / (area + 1e-6), binary, area
 
 
-def semantic_label_map(class_logits, logits, size) -> np.ndarray:
+def semantic_label_map(class_logits, logits, size, probabilities=None) -> np.ndarray:
     """Mask2Former semantic inference for one frame, (Q, K+1) class logits and (Q, 384, 384) mask
-    logits from `postprocess_logits`, as `post_process_semantic_segmentation` computes it: the sum
-    over queries of class probability x mask probability, at `size`, argmax per pixel."""
+    logits from `postprocess_logits` (and their sigmoid, `probabilities`, when at hand), as
+    `post_process_semantic_segmentation` computes it: the sum over queries of class probability x
+    mask probability, at `size`, argmax per pixel."""
     class_probs = class_logits.softmax(-1)[:, :-1]  # drop "no object"
-    scores = torch.einsum("qk,qhw->khw", class_probs, logits.sigmoid())
+    probabilities = logits.sigmoid() if probabilities is None else probabilities
+    scores = (class_probs.T @ probabilities.flatten(1)).view(-1, *probabilities.shape[1:])
     scores = F.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
     # max(0).indices is argmax(0) (the first maximum on ties) at a sixth of its time on a CPU.
     return scores.max(0).indices.to(torch.int32).cpu().numpy()

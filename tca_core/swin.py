@@ -132,12 +132,16 @@ class AcceleratedSwinBackbone(nn.Module):
             return block(hidden, dims, always_partition=True)[0]
         w = self.window
         layout = reuse.WindowLayout(*dims, w, int(block.shift_size))
-        mask = block.get_attn_mask(*layout.padded, dtype=hidden.dtype, device=hidden.device)
-        if mask is None:
-            mask = torch.zeros((), dtype=hidden.dtype, device=hidden.device).expand(
-                (layout.padded[0] // w) * (layout.padded[1] // w), w * w, w * w
-            )
-        runner = BlockRunner(block, layout, mask, self._bias(block, w, hidden.dtype))
+
+        def mask():
+            padded = layout.padded
+            made = block.get_attn_mask(*padded, dtype=hidden.dtype, device=hidden.device)
+            if made is None:
+                count = (padded[0] // w) * (padded[1] // w)
+                made = torch.zeros((), dtype=hidden.dtype, device=hidden.device).expand(count, w * w, w * w)
+            return made
+
+        runner = BlockRunner(block, layout, mask, lambda: self._bias(block, w, hidden.dtype))
         runner.whole = lambda x: block(x, dims, always_partition=True)[0]
         return reuse.reusing_block(runner, hidden, key, self._plan)
 
@@ -249,8 +253,8 @@ class AcceleratedSwinBackbone(nn.Module):
             return self._clustered_block(block, hidden, dims, center_valid, shifted)
         g = self.acceleration.grid
         layout = reuse.WindowLayout(*dims, g, g // 2 if shifted else 0)
-        mask = _window_mask(center_valid, g, layout.shift, hidden.dtype)
-        runner = BlockRunner(block, layout, mask, self._bias(block, g, hidden.dtype))
+        mask = lambda: _window_mask(center_valid, g, layout.shift, hidden.dtype)  # noqa: E731
+        runner = BlockRunner(block, layout, mask, lambda: self._bias(block, g, hidden.dtype))
         runner.whole = lambda x: self._clustered_block(block, x, dims, center_valid, shifted)
         return reuse.reusing_block(runner, hidden, key, self._plan)
 
@@ -289,10 +293,11 @@ class AcceleratedSwinBackbone(nn.Module):
 class BlockRunner:
     """A Swin block as window reuse runs it (`reuse.reusing_block`): on its `layout`, `whole` (the
     block as it is, set by the caller) or on gathered windows, with the block's attention mask
-    (nW, M, M) and relative position bias (heads, M, M)."""
+    (nW, M, M) and relative position bias (heads, M, M), made by `mask` and `bias` when first needed
+    (a block that computes every window does not need them)."""
 
-    def __init__(self, block, layout: reuse.WindowLayout, mask: torch.Tensor, bias: torch.Tensor):
-        self.block, self.layout, self.mask, self.bias = block, layout, mask, bias
+    def __init__(self, block, layout: reuse.WindowLayout, mask, bias):
+        self.block, self.layout, self._make = block, layout, (mask, bias)
         self.whole = None
 
     def normed(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -301,7 +306,8 @@ class BlockRunner:
     def windows(self, raw: torch.Tensor, normed: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """The block's output (K, M, C) on K windows: raw inputs, normed inputs, window ids."""
         block = self.block
-        attended = _window_attention(block.attention, normed[None], self.mask[ids], self.bias)[0]
+        mask, bias = (make() for make in self._make)
+        attended = _window_attention(block.attention, normed[None], mask[ids], bias)[0]
         hidden = raw + attended
         return hidden + block.mlp(block.layernorm_after(hidden))
 
