@@ -3,8 +3,8 @@
 `transformers`' Mask2Former computes it in plain PyTorch (`multi_scale_deformable_attention`): it
 samples every level, stacks the samples of all levels and points into one tensor, weights and sums
 it. `level_by_level` computes the same sum (the same bilinear samples, the same weights) as one
-weighted sum per level, without the stacked copy: on this project's 2-core CPU the call
-takes about half the time (docs/benchmarks.md, "Where the time goes"). `deformable_attention()`
+weighted sum per level, without the stacked copy: on this project's 2-core CPU the pixel
+decoder runs 1.38x as fast (docs/benchmarks.md, "Where the time goes"). `deformable_attention()`
 makes the Mask2Former modules use it while the segmenter's forward pass runs.
 """
 

@@ -74,6 +74,11 @@ class FramePlan:
     windows: int = 0
     first_ids: torch.Tensor | None = None  # the first block's windows to compute, decided on the pixels
 
+    def count(self, computed: int, windows: int):
+        """A block computed `computed` of this frame's `windows` windows."""
+        self.computed += computed
+        self.windows += windows
+
     @property
     def computed_share(self) -> float:
         return self.computed / self.windows if self.windows else 1.0
@@ -185,9 +190,8 @@ def reusing_block(runner, hidden: torch.Tensor, key: str, plan: ReusePlan) -> to
     batch, num_windows = raw.shape[:2]
     if sum(len(ids) for video in videos for ids in video.ids) == batch * num_windows:
         out = runner.whole(hidden)  # every window of every frame: the block as it is
-        windows = layout.partition(out)
         for video in videos:
-            video.keep(key, windows[video.rows[-1]])
+            video.keep(key, _frame_windows(layout, out, video.rows[-1]))
         return out
     rows = torch.cat([torch.full((len(ids),), row, device=raw.device) for v in videos for row, ids in v.picked])
     ids = torch.cat([ids for video in videos for ids in video.ids])
@@ -204,15 +208,17 @@ def reusing_block(runner, hidden: torch.Tensor, key: str, plan: ReusePlan) -> to
 def _whole_frames(runner, hidden: torch.Tensor, key: str, plan: ReusePlan) -> torch.Tensor:
     """A block over a batch whose frames are all computed whole (starts, refreshes, cuts, a moving
     camera): the block as it is; each cache keeps its video's last frame's inputs and outputs."""
-    out = runner.whole(hidden)
-    num_windows = runner.layout.count
+    out, layout = runner.whole(hidden), runner.layout
     for frame in plan.frames:
-        frame.windows += num_windows
-        frame.computed += num_windows
+        frame.count(layout.count, layout.count)
     for cache, rows in plan.streams:
-        last = slice(rows[-1], rows[-1] + 1)
-        cache.blocks[key] = (runner.layout.partition(hidden[last])[0], runner.layout.partition(out[last])[0])
+        cache.blocks[key] = (_frame_windows(layout, hidden, rows[-1]), _frame_windows(layout, out, rows[-1]))
     return out
+
+
+def _frame_windows(layout: WindowLayout, tokens: torch.Tensor, row: int) -> torch.Tensor:
+    """Row `row` of a batch of tokens (B, H*W, C) as its own (nW, M, C) windows."""
+    return layout.partition(tokens[row : row + 1])[0]
 
 
 @dataclass
@@ -244,7 +250,8 @@ class _Video:
         return start
 
     def keep(self, key: str, last: torch.Tensor):
-        """The cache keeps the block's output for the video's last frame of the batch."""
+        """The cache keeps the block's output windows `last` for the video's last frame of the batch
+        (a copy: `last` may be a view of the batch's)."""
         self.cache.blocks[key] = (self.cache.blocks[key][0], last.clone())
 
 
@@ -274,14 +281,13 @@ def _decide(windows, reference, frame: FramePlan, threshold: float, first_block:
     at the first block, those whose pixels changed (`plan_frames`); later, those whose input
     changed by `threshold` or more since the block last computed them."""
     num_windows = windows.shape[0]
-    frame.windows += num_windows
     if frame.full or reference is None:
         ids = torch.arange(num_windows, device=windows.device)
     elif first_block:
         ids = frame.first_ids
     else:
         ids = windows_changed(windows, reference, threshold).nonzero()[:, 0]
-    frame.computed += len(ids)
+    frame.count(len(ids), num_windows)
     return ids
 
 
