@@ -24,6 +24,7 @@ fidelity on every held-out set); `run` writes results, report, plots and that fi
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import statistics
@@ -324,10 +325,34 @@ def sweep(
     """One row per point (the full model first) and, aligned with the rows, each point's accuracy
     Scoreboards per held-out set name (for paired comparisons)."""
     stats = run_points(segmenter, points, _videos(data), data.clips, data.clip_frames)
-    first_set, seeds = next(iter(data.sets.items()))
-    flops_video = SyntheticVideo(seeds[0], 2 * data.clip_frames, camera=HELD_OUT_SETS[first_set]).frames()[0]
-    rows = [_summarise(segmenter, point, flops_video) for point in stats]
+    videos = CostVideos.of_sweep(data)
+    rows = [_summarise(segmenter, point, videos) for point in stats]
     return rows, [{name: point.kind(name).board for name in data.sets} for point in stats]
+
+
+@dataclass(frozen=True)
+class CostVideos:
+    """The videos a point's GFLOPs per frame are counted on, each run in clips of `clip_frames` as
+    the sweep runs it: `short` for points whose work does not depend on what the video shows, and
+    per held-out set (by column suffix) its own videos for points that reuse (their work does)."""
+
+    short: list[np.ndarray]
+    sets: dict[str, list[np.ndarray]]
+    clip_frames: int
+
+    @classmethod
+    def of_sweep(cls, data: SweepData) -> CostVideos:
+        """The first held-out set's first video, 2 clips long; every set's videos of the sweep."""
+
+        def generated(name: str, seed: int, frames: int) -> np.ndarray:
+            return SyntheticVideo(seed, frames, camera=HELD_OUT_SETS[name]).frames()[0]
+
+        first_set, seeds = next(iter(data.sets.items()))
+        short = [generated(first_set, seeds[0], 2 * data.clip_frames)]
+        sets = {
+            set_suffix(name): [generated(name, s, data.num_frames) for s in seeds] for name, seeds in data.sets.items()
+        }
+        return cls(short, sets, data.clip_frames)
 
 
 def run_points(
@@ -383,27 +408,42 @@ def _stream_id(config: AccelerationConfig, video_id: str) -> str:
     return f"{setting_name(config)}/{config.method}/{video_id}"
 
 
-def _flops_per_frame(segmenter: VideoSegmenter, config: AccelerationConfig, video: np.ndarray) -> tuple[float, float]:
-    """(backbone, whole model) GFLOPs per frame over a generated video, TCA's memory carried along."""
+def _flops_per_frame(segmenter: VideoSegmenter, config: AccelerationConfig, videos, clip_frames: int):
+    """(backbone, whole model) GFLOPs per frame over `videos` (frame arrays), each run in clips of
+    `clip_frames` with its memory carried from clip to clip."""
     segmenter.acceleration = config
-    video_id = _stream_id(config, "flops")
-    counts = flops_by_module(segmenter.process, [Clip(video_id, 0, video)])
-    segmenter.drop(video_id)
+
+    def run():
+        for number, video in enumerate(videos):
+            video_id = _stream_id(config, f"flops/{number}")
+            for start in range(0, len(video), clip_frames):
+                segmenter.process([Clip(video_id, start, video[start : start + clip_frames])])
+            segmenter.drop(video_id)
+
+    counts = flops_by_module(run)
+    frames = sum(len(video) for video in videos)
     backbone = next(v for k, v in counts.items() if k.endswith("pixel_level_module.encoder"))
-    return backbone / len(video) / 1e9, counts["Global"] / len(video) / 1e9
+    return backbone / frames / 1e9, counts["Global"] / frames / 1e9
 
 
-def _cost(segmenter: VideoSegmenter, point: PointStats, flops_video: np.ndarray) -> dict:
-    """The part of a point's row that needs no video kind: what it is and its GFLOPs."""
+def _cost(segmenter: VideoSegmenter, point: PointStats, videos: CostVideos) -> dict:
+    """The part of a point's row that needs no video kind: what it is and its GFLOPs per frame. A
+    point that reuses is counted on each held-out set's videos (columns suffixed by the set), its
+    unsuffixed GFLOPs their mean: the cost the default's rule compares."""
     config = point.config
-    gflops_backbone, gflops_model = _flops_per_frame(segmenter, config, flops_video)
+    count = functools.partial(_flops_per_frame, segmenter, config, clip_frames=videos.clip_frames)
+    shared = None if config.reusing and videos.sets else count(videos.short)
+    per_set = {suffix: shared or count(set_videos) for suffix, set_videos in videos.sets.items()}
+    backbone, model = shared or tuple(statistics.mean(c[part] for c in per_set.values()) for part in (0, 1))
     resolved = config.resolved(segmenter.backbone.window, segmenter.backbone.depths) if config.accelerated else config
     return dict(
         method=config.method,
         setting=setting_name(config),
         config=resolved.to_dict(),
-        gflops_backbone=gflops_backbone,
-        gflops_model=gflops_model,
+        gflops_backbone=backbone,
+        gflops_model=model,
+        **{f"gflops_backbone_{suffix}": c[0] for suffix, c in per_set.items()},
+        **{f"gflops_model_{suffix}": c[1] for suffix, c in per_set.items()},
         token_ratio=statistics.mean(point.token_ratios) if point.token_ratios else 1.0,
     )
 
@@ -437,12 +477,12 @@ def _generated_columns(stats: KindStats, accelerated: bool, suffix: str = "") ->
     )
 
 
-def _summarise(segmenter, point: PointStats, flops_video: np.ndarray) -> dict:
+def _summarise(segmenter, point: PointStats, videos: CostVideos) -> dict:
     """A point's row: cost; per held-out set (suffixed) and pooled over the sets (unsuffixed)
     speedups, fidelity and accuracy; the real videos' feature cosine and label agreement."""
     accelerated = modified(point.config)
     sets = [name for name in HELD_OUT_SETS if name in point.kinds]
-    row = _cost(segmenter, point, flops_video)
+    row = _cost(segmenter, point, videos)
     pooled = KindStats.pooled([point.kinds[name] for name in sets], point.classes)
     row.update(_generated_columns(pooled, accelerated))
     for name in sets:
@@ -452,10 +492,12 @@ def _summarise(segmenter, point: PointStats, flops_video: np.ndarray) -> dict:
     return dict(row, **{f"{key}_real": real[f"{key}_real"] for key in kept})
 
 
-def label_free_row(segmenter: VideoSegmenter, point: PointStats, flops_video: np.ndarray) -> dict:
-    """A point's row from the real (unlabelled) videos alone: cost, speedups and fidelity to `none`
-    (label maps, instance masks, backbone features); `tca-segment tune`'s rows."""
-    return dict(_cost(segmenter, point, flops_video), **_fidelity_and_speed(point.kind("real"), modified(point.config)))
+def label_free_row(segmenter: VideoSegmenter, point: PointStats, clip: np.ndarray) -> dict:
+    """A point's row from the real (unlabelled) videos alone: cost (counted on `clip`, frames of the
+    input), speedups and fidelity to `none` (label maps, instance masks, backbone features);
+    `tca-segment tune`'s rows."""
+    cost = _cost(segmenter, point, CostVideos([clip], {}, len(clip)))
+    return dict(cost, **_fidelity_and_speed(point.kind("real"), modified(point.config)))
 
 
 def choose_default(
@@ -631,8 +673,8 @@ def _shape(row: dict) -> tuple:
     return config["alpha"], config["grid"], config["temperature"]
 
 
-# The trade-off plot's panel rows: (x column, y column, x label, y label); per-set columns take the
-# set's suffix (the GFLOPs are the same on every set).
+# The trade-off plot's panel rows: (x column, y column, x label, y label); both columns take the
+# set's suffix (the GFLOPs differ between the sets for points that reuse).
 PANELS = (
     ("gflops_backbone", "fidelity_miou", "backbone GFLOPs / frame", "fidelity to the full model (mIoU)"),
     ("speedup_backbone", "fidelity_miou", "backbone speedup over none (CPU)", "fidelity to the full model (mIoU)"),
@@ -664,8 +706,7 @@ def plot(rows: list[dict], out: Path):
     axes = np.asarray(axes).reshape(len(PANELS), len(sets))
     for panel_axes, (x, y, xlabel, ylabel) in zip(axes, PANELS):
         for axis, (set_name, suffix) in zip(panel_axes, sets):
-            x_column = x if x.startswith("gflops") else f"{x}_{suffix}"
-            _tradeoff_panel(axis, rows, x_column, f"{y}_{suffix}")
+            _tradeoff_panel(axis, rows, f"{x}_{suffix}", f"{y}_{suffix}")
             axis.set_title(set_name, fontsize=10)
             axis.set_xlabel(xlabel)
         panel_axes[0].set_ylabel(ylabel)

@@ -30,12 +30,17 @@ class WindowLayout:
     def padded(self) -> tuple[int, int]:
         return self.height + -self.height % self.window, self.width + -self.width % self.window
 
+    @property
+    def has_padding(self) -> bool:
+        """Whether the map is padded to whole windows (its size is not a multiple of the window)."""
+        return self.padded != (self.height, self.width)
+
     def partition(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, H*W, C) tokens to (B, nW, M, C) windows (zero tokens where padded)."""
         batch, _, channels = hidden.shape
         padded_h, padded_w = self.padded
         grid = hidden.view(batch, self.height, self.width, channels)
-        if (padded_h, padded_w) != (self.height, self.width):
+        if self.has_padding:
             grid = F.pad(grid, (0, 0, 0, padded_w - self.width, 0, padded_h - self.height))
         if self.shift:
             grid = torch.roll(grid, shifts=(-self.shift, -self.shift), dims=(1, 2))
@@ -196,8 +201,9 @@ def reusing_block(runner, hidden: torch.Tensor, key: str, plan: ReusePlan) -> to
     rows = torch.cat([torch.full((len(ids),), row, device=raw.device) for v in videos for row, ids in v.picked])
     ids = torch.cat([ids for video in videos for ids in video.ids])
     gathered = raw[rows, ids]
-    normed = runner.normed(gathered) * layout.valid(raw.device)[ids]  # Swin pads after the norm
-    computed = runner.windows(gathered, normed, ids)
+    valid = layout.valid(raw.device)[ids] if layout.has_padding else None
+    normed = runner.normed(gathered) if valid is None else runner.normed(gathered) * valid  # Swin pads after the norm
+    computed = runner.windows(gathered, normed, ids, valid)
     out, start = torch.empty_like(raw), 0
     for video in videos:
         start = video.assemble(out, computed, start)

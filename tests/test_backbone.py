@@ -58,6 +58,13 @@ def swin_tiny_model():
     return build_model(swin_mask2former_config("tiny"))
 
 
+def test_flop_counts_include_the_attention_that_runs_on_the_cpu_kernel():
+    """PyTorch's counter knows only CUDA's fused attention kernels; ours counts the CPU one too."""
+    query = torch.randn(2, 3, 49, 16)
+    counted = flops_by_module(torch.nn.functional.scaled_dot_product_attention, query, query, query)["Global"]
+    assert counted == 2 * (2 * 3 * 49 * 49 * 16) * 2  # q.k and attention.v, a multiply-add each
+
+
 @pytest.mark.parametrize("method", ["clustering", "tca"])
 @pytest.mark.parametrize("alpha,grid", [(3, 5), (1, 5), (2, 4), (0, 3)])
 def test_flops_drop_as_token_count_predicts(swin_tiny_model, method, alpha, grid):

@@ -14,7 +14,7 @@ SUFFIXES = [set_suffix(name) for name in HELD_OUT_SETS]
 PER_SET = ("fidelity_miou", "fidelity_instance_iou", "feature_cosine", "speedup_model", "speedup_backbone")
 PER_SET += ("gt_miou", "gt_ap")
 KEYS = {"method", "setting", "gflops_backbone", "fidelity_miou_real", "feature_cosine_real", *PER_SET}
-KEYS |= {f"{key}_{suffix}" for key in PER_SET for suffix in SUFFIXES}
+KEYS |= {f"{key}_{suffix}" for key in (*PER_SET, "gflops_backbone", "gflops_model") for suffix in SUFFIXES}
 
 
 def _check_ranges(row: dict, full: dict):
@@ -31,6 +31,11 @@ def _check_ranges(row: dict, full: dict):
     for key in ("fidelity_instance_iou", "feature_cosine"):  # pooled: means over both sets' values
         per_set = [row[f"{key}_{s}"] for s in SUFFIXES]
         assert min(per_set) - 1e-9 <= row[key] <= max(per_set) + 1e-9
+    per_set_cost = [row[f"gflops_backbone_{s}"] for s in SUFFIXES]
+    if row["config"]["window_reuse"] is not None or row["config"]["frame_reuse"]:  # counted on each set's videos
+        assert row["gflops_backbone"] == pytest.approx(sum(per_set_cost) / len(per_set_cost))
+    else:  # work that does not depend on the video: one count
+        assert per_set_cost == [row["gflops_backbone"]] * len(SUFFIXES)
     if row["method"] != "none":
         assert row["gflops_backbone"] < full["gflops_backbone"]  # clustering removes work
         assert 0 < row["fidelity_miou_real"] <= 1 and 0 < row["feature_cosine_real"] <= 1

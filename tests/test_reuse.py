@@ -153,6 +153,47 @@ def test_a_change_inside_one_window_recomputes_that_window_and_the_shifted_windo
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-3)
 
 
+PADDED = (224, 240)  # 56 x 60 first-stage tokens: every stage's map is padded to whole windows
+
+
+def test_on_a_map_padded_to_whole_windows_gathered_windows_match_the_model_and_their_mlp_skips_the_padding(
+    reuse_model, monkeypatch
+):
+    from tca_core.flops import flops_by_module
+    from tca_core.swin import BlockRunner
+
+    still = smooth_video(1, *PADDED)[0]
+    changed = still.copy()
+    changed[30:42, 200:212] = 255 - changed[30:42, 200:212]  # inside the first stage's last, padded, column
+    reusing = segmenter(reuse_model, window_reuse=1e-6, pixel_change=0.01)
+    assert reusing.processing_size(*PADDED) == PADDED
+    reusing.process([Clip("v", 0, still[None])])
+
+    tokens, original = {}, BlockRunner.windows  # per block: the tokens its gathered windows ran the MLP on
+
+    def counting(runner, raw, normed, ids, valid=None):
+        tokens[id(runner.block)] = (int(valid.sum()) if valid is not None else raw.shape[0] * raw.shape[1], raw.shape)
+        return original(runner, raw, normed, ids, valid)
+
+    monkeypatch.setattr(BlockRunner, "windows", counting)
+    flops = flops_by_module(reusing.process, [Clip("v", 1, changed[None])])
+    names = {id(module): name for name, module in reusing.model.named_modules()}
+    blocks = dict(reusing.model.named_modules())
+    assert tokens and any(count < shape[0] * shape[1] for count, shape in tokens.values())
+    for block, (count, _) in tokens.items():
+        fc1 = blocks[names[block]].mlp.fc1
+        counted = next(v for k, v in flops.items() if k.endswith(names[block] + ".mlp.fc1"))
+        assert counted == 2 * count * fc1.in_features * fc1.out_features
+
+    monkeypatch.undo()
+    features = segmenter(reuse_model, window_reuse=1e-6, pixel_change=0.01)
+    _features(features, still, frame_index=0)
+    ours = _features(features, changed, frame_index=1)
+    theirs = _features(segmenter(reuse_model), changed, frame_index=0)
+    for a, b in zip(ours, theirs):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-3)
+
+
 def _features(seg, frame, frame_index):
     """The backbone's feature maps of one frame, as the segmenter runs it for that video frame."""
     from tca_core.swin import FrameStream
