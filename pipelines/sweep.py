@@ -326,7 +326,8 @@ def sweep(
     Scoreboards per held-out set name (for paired comparisons)."""
     stats = run_points(segmenter, points, _videos(data), data.clips, data.clip_frames)
     videos = CostVideos.of_sweep(data)
-    rows = [_summarise(segmenter, point, videos) for point in stats]
+    counting = tqdm(stats, desc="counting each point's FLOPs", unit="point")  # minutes: the counter is slow
+    rows = [_summarise(segmenter, point, videos) for point in counting]
     return rows, [{name: point.kind(name).board for name in data.sets} for point in stats]
 
 
@@ -342,15 +343,20 @@ class CostVideos:
 
     @classmethod
     def of_sweep(cls, data: SweepData) -> CostVideos:
-        """The first held-out set's first video, 2 clips long; every set's videos of the sweep."""
+        """The first held-out set's first video, 2 clips long; every set's videos of the sweep, each
+        cut to one refresh period of the default (its first `refresh` frames: the share of frames
+        computed whole is a long run's, at half the counting time of 32 frames; the counter costs
+        about 1 s per frame)."""
 
         def generated(name: str, seed: int, frames: int) -> np.ndarray:
             return SyntheticVideo(seed, frames, camera=HELD_OUT_SETS[name]).frames()[0]
 
         first_set, seeds = next(iter(data.sets.items()))
         short = [generated(first_set, seeds[0], 2 * data.clip_frames)]
+        counted = min(data.num_frames, AccelerationConfig().refresh)
         sets = {
-            set_suffix(name): [generated(name, s, data.num_frames) for s in seeds] for name, seeds in data.sets.items()
+            set_suffix(name): [generated(name, s, data.num_frames)[:counted] for s in seeds]
+            for name, seeds in data.sets.items()
         }
         return cls(short, sets, data.clip_frames)
 
@@ -408,7 +414,7 @@ def _stream_id(config: AccelerationConfig, video_id: str) -> str:
     return f"{setting_name(config)}/{config.method}/{video_id}"
 
 
-def _flops_per_frame(segmenter: VideoSegmenter, config: AccelerationConfig, videos, clip_frames: int):
+def flops_per_frame(segmenter: VideoSegmenter, config: AccelerationConfig, videos, clip_frames: int):
     """(backbone, whole model) GFLOPs per frame over `videos` (frame arrays), each run in clips of
     `clip_frames` with its memory carried from clip to clip."""
     segmenter.acceleration = config
@@ -431,7 +437,7 @@ def _cost(segmenter: VideoSegmenter, point: PointStats, videos: CostVideos) -> d
     point that reuses is counted on each held-out set's videos (columns suffixed by the set), its
     unsuffixed GFLOPs their mean: the cost the default's rule compares."""
     config = point.config
-    count = functools.partial(_flops_per_frame, segmenter, config, clip_frames=videos.clip_frames)
+    count = functools.partial(flops_per_frame, segmenter, config, clip_frames=videos.clip_frames)
     shared = None if config.reusing and videos.sets else count(videos.short)
     per_set = {suffix: shared or count(set_videos) for suffix, set_videos in videos.sets.items()}
     backbone, model = shared or tuple(statistics.mean(c[part] for c in per_set.values()) for part in (0, 1))
