@@ -4,8 +4,8 @@ set's videos, in the sweep's clips, over one refresh period), without the sweep'
 
     .venv/bin/python -m benchmarks.reuse_flops --out out/bench-full/reuse_flops.json   # ~10 min here
 
-Parameters: --out, the JSON file written (GFLOPs per frame, backbone and whole model, per point and
-per set; "short" is the one video a point whose work does not depend on the video is counted on).
+Parameters: --out, the JSON file written: per point, the bench rows' GFLOPs-per-frame columns
+(`gflops_backbone`, `gflops_model`, and the same suffixed by each held-out set).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipelines.sweep import CostVideos, SweepData, flops_per_frame, reuse_points, setting_name
+from pipelines.sweep import CostVideos, SweepData, cost_columns, reuse_points, setting_name
 from tca_core.config import EMBEDDED_MODEL, AccelerationConfig
 from tca_core.model import tuned_acceleration
 from tca_core.segmenter import VideoSegmenter
@@ -30,10 +30,9 @@ def points() -> dict[str, AccelerationConfig]:
 
 
 def count(segmenter: VideoSegmenter, config: AccelerationConfig, videos: CostVideos) -> dict:
-    """{set: {"backbone": GFLOPs, "model": GFLOPs}} per frame of one point."""
-    by_set = videos.sets if config.reusing else {"short": videos.short}
-    costs = {name: flops_per_frame(segmenter, config, v, videos.clip_frames) for name, v in by_set.items()}
-    return {name: {"backbone": round(b, 3), "model": round(m, 3)} for name, (b, m) in costs.items()}
+    """One point's GFLOPs columns, as the bench's rows have them (`pipelines.sweep.cost_columns`)."""
+    columns = cost_columns(segmenter, config, videos)
+    return {key: round(value, 3) for key, value in columns.items() if key.startswith("gflops_")}
 
 
 def main(argv: list[str] | None = None) -> dict:

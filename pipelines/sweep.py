@@ -414,7 +414,7 @@ def _stream_id(config: AccelerationConfig, video_id: str) -> str:
     return f"{setting_name(config)}/{config.method}/{video_id}"
 
 
-def flops_per_frame(segmenter: VideoSegmenter, config: AccelerationConfig, videos, clip_frames: int):
+def _flops_per_frame(segmenter: VideoSegmenter, config: AccelerationConfig, videos, clip_frames: int):
     """(backbone, whole model) GFLOPs per frame over `videos` (frame arrays), each run in clips of
     `clip_frames` with its memory carried from clip to clip."""
     segmenter.acceleration = config
@@ -432,12 +432,11 @@ def flops_per_frame(segmenter: VideoSegmenter, config: AccelerationConfig, video
     return backbone / frames / 1e9, counts["Global"] / frames / 1e9
 
 
-def _cost(segmenter: VideoSegmenter, point: PointStats, videos: CostVideos) -> dict:
-    """The part of a point's row that needs no video kind: what it is and its GFLOPs per frame. A
-    point that reuses is counted on each held-out set's videos (columns suffixed by the set), its
-    unsuffixed GFLOPs their mean: the cost the default's rule compares."""
-    config = point.config
-    count = functools.partial(flops_per_frame, segmenter, config, clip_frames=videos.clip_frames)
+def cost_columns(segmenter: VideoSegmenter, config: AccelerationConfig, videos: CostVideos) -> dict:
+    """What a point is and its GFLOPs per frame. A point that reuses is counted on each held-out
+    set's videos (columns suffixed by the set), its unsuffixed GFLOPs their mean: the cost the
+    default's rule compares; any other point once, on `videos.short`."""
+    count = functools.partial(_flops_per_frame, segmenter, config, clip_frames=videos.clip_frames)
     shared = None if config.reusing and videos.sets else count(videos.short)
     per_set = {suffix: shared or count(set_videos) for suffix, set_videos in videos.sets.items()}
     backbone, model = shared or tuple(statistics.mean(c[part] for c in per_set.values()) for part in (0, 1))
@@ -450,8 +449,13 @@ def _cost(segmenter: VideoSegmenter, point: PointStats, videos: CostVideos) -> d
         gflops_model=model,
         **{f"gflops_backbone_{suffix}": c[0] for suffix, c in per_set.items()},
         **{f"gflops_model_{suffix}": c[1] for suffix, c in per_set.items()},
-        token_ratio=statistics.mean(point.token_ratios) if point.token_ratios else 1.0,
     )
+
+
+def _cost(segmenter: VideoSegmenter, point: PointStats, videos: CostVideos) -> dict:
+    """The part of a point's row that needs no video kind: `cost_columns` and its token ratio."""
+    token_ratio = statistics.mean(point.token_ratios) if point.token_ratios else 1.0
+    return dict(cost_columns(segmenter, point.config, videos), token_ratio=token_ratio)
 
 
 def _fidelity_and_speed(stats: KindStats, accelerated: bool, suffix: str = "") -> dict:

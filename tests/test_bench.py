@@ -3,12 +3,14 @@ videos (static and moving camera) and pooled over them, and writes what it promi
 
 import json
 
+import numpy as np
 import pytest
 
 from pipelines.cli import main
-from pipelines.sweep import FIDELITY_FOR_DEFAULT, set_suffix
+from pipelines.sweep import FIDELITY_FOR_DEFAULT, CostVideos, SweepData, set_suffix
+from tca_core.config import AccelerationConfig
 from tca_core.model import tuned_acceleration
-from tca_core.synthetic import HELD_OUT_SETS
+from tca_core.synthetic import HELD_OUT_SETS, SyntheticVideo
 
 SUFFIXES = [set_suffix(name) for name in HELD_OUT_SETS]
 PER_SET = ("fidelity_miou", "fidelity_instance_iou", "feature_cosine", "speedup_model", "speedup_backbone")
@@ -101,3 +103,18 @@ def test_the_default_is_the_cheapest_tca_point_reaching_the_target_on_every_key(
     assert choose_default(rows, 0.97, keys=keys) is rows[1]  # the cheapest reaching 0.97 on both; tie: best worst set
     assert choose_default(rows, 0.95, keys=keys) is rows[0]
     assert choose_default(rows, 1.01, keys=keys) is None
+
+
+def test_reusing_points_are_counted_on_the_sweeps_own_frames_over_one_refresh_period():
+    """The full bench counts a reusing point on each set's videos as the sweep ran them, cut to the
+    default's refresh period (the first frames of the sweep's video, not a shorter generated one)."""
+    data = SweepData.for_run(quick=False)
+    videos = CostVideos.of_sweep(data)
+    assert set(videos.sets) == set(SUFFIXES) and len(videos.short[0]) == 2 * data.clip_frames
+    for name, seeds in data.sets.items():
+        counted = videos.sets[set_suffix(name)]
+        assert len(counted) == len(seeds)
+        for seed, video in zip(seeds, counted):
+            assert len(video) == AccelerationConfig().refresh < data.num_frames
+            whole = SyntheticVideo(seed, data.num_frames, camera=HELD_OUT_SETS[name]).frames()[0]
+            assert np.array_equal(video, whole[: len(video)])
