@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -23,8 +24,10 @@ from tca_core.segmenter import VideoSegmenter
 
 
 def points() -> dict[str, AccelerationConfig]:
-    """The full model, the shipped default and the full bench's window-reuse points, by name."""
-    chosen = [AccelerationConfig(method="none"), tuned_acceleration(EMBEDDED_MODEL, "tca")]
+    """The full model, the shipped default with and without its reuse, and the full bench's
+    window-reuse points, by name (a point named twice is counted once)."""
+    shipped = tuned_acceleration(EMBEDDED_MODEL, "tca")
+    chosen = [AccelerationConfig(method="none"), replace(shipped, window_reuse=None, frame_reuse=False), shipped]
     chosen += [p for p in reuse_points(quick=False) if not p.frame_reuse]
     return {f"{p.method} {setting_name(p)}": p for p in chosen}
 

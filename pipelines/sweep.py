@@ -803,9 +803,10 @@ def _pareto(points, cost_is_low: bool):
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """The rows as a markdown table: cost and pooled speedups, then per held-out set fidelity to the
-    full model and accuracy against the ground truth, then the real videos' fidelity."""
-    per_set = (("fidelity_miou", "fidelity mIoU"), ("fidelity_instance_iou", "fidelity inst. IoU"))
+    """The rows as a markdown table: cost and pooled speedups, then per held-out set the backbone's
+    cost, fidelity to the full model and accuracy against the ground truth, then the real videos'."""
+    per_set = (("gflops_backbone", "backbone GFLOPs"), ("fidelity_miou", "fidelity mIoU"))
+    per_set += (("fidelity_instance_iou", "fidelity inst. IoU"),)
     per_set += (("feature_cosine", "feature cos"), ("gt_miou", "GT mIoU"), ("gt_ap", "GT AP"))
     per_set += (("speedup_model", "model speedup"), ("windows_computed", "windows computed"))
     per_set += (("frames_reused", "frames reused"),)

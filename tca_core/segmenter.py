@@ -313,7 +313,7 @@ class VideoSegmenter:
             outputs = self.model(pixel_values=self._normalized(pixels))
         stats = self.backbone.last_stats or [None] * len(pixels)
         if self.acceleration.reusing and not self.backbone.last_stats:
-            stats = [FrameStats(None, None, 1.0) for _ in range(len(pixels))]
+            stats = FrameStats.unclustered(len(pixels))
         return outputs, stats
 
     def _reused_result(self, earlier: FrameResult | None, memory: VideoMemory, video_id: str, frame_index: int, size):

@@ -51,6 +51,11 @@ class FrameStats:
     reuse_reset: str | None = None  # window reuse: why the frame was computed whole, or None
     frame_reused: bool = False  # frame reuse: the results are those of an earlier frame
 
+    @classmethod
+    def unclustered(cls, frames: int) -> list[FrameStats]:
+        """The stats of `frames` frames that ran without clustering (what reuse did is set after)."""
+        return [cls(None, None, 1.0) for _ in range(frames)]
+
 
 class AcceleratedSwinBackbone(nn.Module):
     """Drop-in replacement for a `SwinBackbone` (same inputs and `feature_maps`)."""
@@ -122,7 +127,7 @@ class AcceleratedSwinBackbone(nn.Module):
             return
         reuse.finish(plan)
         if not self.last_stats:
-            self.last_stats = [FrameStats(None, None, 1.0) for _ in range(batch)]
+            self.last_stats = FrameStats.unclustered(batch)
         for stats, frame in zip(self.last_stats, plan.frames):
             stats.windows_computed, stats.reuse_reset = frame.computed_share, frame.reason
 
