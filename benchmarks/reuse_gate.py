@@ -1,0 +1,104 @@
+"""What window reuse's gate costs: the shipped default (TCA with window reuse) against the same TCA
+point without reuse, and with reuse at the bench's other threshold, video by video, side by side
+on each held-out set (docs/benchmarks.md, "Reuse"). It reports each point's time over TCA alone's
+and why its frames were computed whole (`FrameStats.reuse_reset`), so a moving camera shows how
+often the gate turned reuse off and what that cost.
+
+    .venv/bin/python -m benchmarks.reuse_gate --rounds 3 --out out/bench-full/reuse_gate.json   # ~3 min
+
+Parameters: --videos per held-out set, --frames per video, --rounds timed after one warm-up round,
+--out the JSON file written (per set and point: seconds, the ratio to TCA alone, frames by reason,
+the mean share of windows computed in the frames that gathered windows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections import Counter
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+from tqdm import tqdm
+
+from pipelines.sweep import SHORT_SIDE
+from tca_core.config import EMBEDDED_MODEL, AccelerationConfig
+from tca_core.model import tuned_acceleration
+from tca_core.segmenter import Clip, VideoSegmenter
+from tca_core.synthetic import HELD_OUT_SETS, held_out_videos
+
+CLIP_FRAMES = 8  # as the bench runs its clips
+OTHER_THRESHOLD = 0.1  # the bench's other window-reuse threshold
+
+
+def points() -> dict[str, AccelerationConfig]:
+    """TCA alone, the shipped default and the default at the other threshold, by name."""
+    shipped = tuned_acceleration(EMBEDDED_MODEL, "tca")
+    alone = replace(shipped, window_reuse=None, frame_reuse=False)
+    return {
+        "tca": alone,
+        f"tca +reuse {shipped.window_reuse}": shipped,
+        f"tca +reuse {OTHER_THRESHOLD}": replace(shipped, window_reuse=OTHER_THRESHOLD),
+    }
+
+
+def run_video(segmenter: VideoSegmenter, video, video_id: str) -> tuple[float, list]:
+    """One video through the segmenter in clips: seconds in `process` and each frame's stats."""
+    seconds, stats = 0.0, []
+    for start in range(0, len(video), CLIP_FRAMES):
+        begin = time.perf_counter()
+        results = segmenter.process([Clip(video_id, start, video[start : start + CLIP_FRAMES])])[0]
+        seconds += time.perf_counter() - begin
+        stats += [r.stats for r in results]
+    segmenter.drop(video_id)
+    return seconds, stats
+
+
+def summary(seconds: float, stats: list, alone_seconds: float) -> dict:
+    """One point's record on one set."""
+    gathered = [s.windows_computed for s in stats if s.windows_computed is not None and s.windows_computed < 1.0]
+    return dict(
+        seconds=round(seconds, 2),
+        speed_vs_tca=round(alone_seconds / seconds, 3),
+        frames_by_reason=dict(Counter(s.reuse_reset or "not computed whole" for s in stats)),
+        frames_gathered=len(gathered),
+        windows_computed_when_gathered=round(statistics.mean(gathered), 3) if gathered else None,
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=4)
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("out/bench-full/reuse_gate.json"))
+    args = parser.parse_args(argv)
+    segmenter = VideoSegmenter.from_pretrained(EMBEDDED_MODEL, task="both", short_side=SHORT_SIDE)
+    named = points()
+    report = dict(date=date.today().isoformat(), videos=args.videos, frames=args.frames, rounds=args.rounds, sets={})
+    videos = {s: held_out_videos(s, args.videos, args.frames) for s in HELD_OUT_SETS}
+    runs = [(s, i, video.frames()[0]) for s, listed in videos.items() for i, video in enumerate(listed)]
+    seconds = {(s, n): 0.0 for s in HELD_OUT_SETS for n in named}
+    stats = {key: [] for key in seconds}
+    for round_index in tqdm(range(args.rounds + 1), desc="rounds (the first is a warm-up)", unit="round"):
+        for set_name, index, frames in runs:
+            for name, config in named.items():  # side by side: every point on the same video in turn
+                segmenter.acceleration = config
+                spent, frame_stats = run_video(segmenter, frames, f"{set_name}-{index}-{name}")
+                if round_index:
+                    seconds[set_name, name] += spent
+                    stats[set_name, name] += frame_stats if round_index == 1 else []
+    for set_name in HELD_OUT_SETS:
+        alone = seconds[set_name, "tca"]
+        report["sets"][set_name] = {n: summary(seconds[set_name, n], stats[set_name, n], alone) for n in named}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report["sets"], indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    main()
