@@ -23,11 +23,16 @@ from tca_core.model import tuned_acceleration
 from tca_core.segmenter import VideoSegmenter
 
 
+def shipped_with_and_without_reuse() -> tuple[AccelerationConfig, AccelerationConfig]:
+    """The shipped default without its window and frame reuse, and as shipped."""
+    shipped = tuned_acceleration(EMBEDDED_MODEL, "tca")
+    return replace(shipped, window_reuse=None, frame_reuse=False), shipped
+
+
 def points() -> dict[str, AccelerationConfig]:
     """The full model, the shipped default with and without its reuse, and the full bench's
     window-reuse points, by name (a point named twice is counted once)."""
-    shipped = tuned_acceleration(EMBEDDED_MODEL, "tca")
-    chosen = [AccelerationConfig(method="none"), replace(shipped, window_reuse=None, frame_reuse=False), shipped]
+    chosen = [AccelerationConfig(method="none"), *shipped_with_and_without_reuse()]
     chosen += [p for p in reuse_points(quick=False) if not p.frame_reuse]
     return {f"{p.method} {setting_name(p)}": p for p in chosen}
 

@@ -17,22 +17,16 @@ import argparse
 import resource
 import time
 
-import av
 import numpy as np
 import torch
 
 from pipelines.sweep import SHARED_VIDEOS
+from pipelines.video_io import open_video
 from tca_core.config import EMBEDDED_MODEL
 from tca_core.model import tuned_acceleration
 from tca_core.segmenter import Clip, VideoSegmenter
 
 CLIP, REPORT_EVERY = 8, 640
-
-
-def decoded(path) -> np.ndarray:
-    """Every frame of `path` as (T, H, W, 3) uint8."""
-    with av.open(str(path)) as container:
-        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
 
 
 def looped(frames: np.ndarray, start: int, count: int) -> np.ndarray:
@@ -47,7 +41,8 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--short-side", type=int, default=64)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    frames = decoded(SHARED_VIDEOS / args.video)
+    reader = open_video(SHARED_VIDEOS / args.video)
+    frames = reader.read(0, reader.info.frames)[0]
     segmenter = VideoSegmenter.from_pretrained(EMBEDDED_MODEL, task="both", short_side=args.short_side)
     segmenter.acceleration = tuned_acceleration(EMBEDDED_MODEL, "tca")
     begin = time.perf_counter()

@@ -52,7 +52,8 @@ def test_quick_bench_writes_results_plot_and_default(tmp_path, capsys):
     assert {r["method"] for r in rows} == {"none", "clustering", "tca"}
     for row in rows:
         _check_ranges(row, full[0])
-    assert all(f"{s}: fidelity mIoU" in (tmp_path / "results.md").read_text() for s in SUFFIXES)
+    table = (tmp_path / "results.md").read_text()
+    assert all(f"{s}: fidelity mIoU" in table and f"{s}: backbone GFLOPs" in table for s in SUFFIXES)
     assert (tmp_path / "tradeoff.png").stat().st_size > 10_000
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["generated_videos"]["sets"]) == set(HELD_OUT_SETS)
