@@ -67,7 +67,8 @@ class Recipe:
     """How a model is trained (the command line's options). hue_share: the share of training frames
     whose hues are turned by a random angle (`hue_rotated`), so that colour says nothing of the
     category (held-out videos are never turned; the shipped model was trained without: 0);
-    init: a `save_pretrained` directory to fine-tune from (None: random weights)."""
+    init: a `save_pretrained` directory to fine-tune from (None: random weights); class_weight: of
+    Mask2Former's classification loss (HF's default 2.0; the masks come easier than the categories)."""
 
     steps: int = 4000
     batch_size: int = 4
@@ -76,10 +77,13 @@ class Recipe:
     checkpoint_every: int = 100
     hue_share: float = 0.0
     init: Path | None = None
+    class_weight: float = 2.0
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1 or self.lr <= 0:
             raise ValueError(f"steps, batch size and checkpoint interval must be >= 1 and lr > 0: {self}")
+        if self.class_weight <= 0:
+            raise ValueError(f"class_weight must be > 0, got {self.class_weight}")
         if not 0 <= self.hue_share <= 1:
             raise ValueError(f"hue_share must be in 0..1, got {self.hue_share}")
 
@@ -87,8 +91,9 @@ class Recipe:
 PROBE_VIDEOS, PROBE_FRAMES = 4, 2  # per held-out set, at every checkpoint
 
 
-def embedded_config():
-    return swin_mask2former_config(EMBEDDED_SWIN, id2label=CATEGORIES, **EMBEDDED_HEAD)
+def embedded_config(**overrides):
+    """The embedded model's config; `overrides` set other Mask2Former options (e.g. loss weights)."""
+    return swin_mask2former_config(EMBEDDED_SWIN, id2label=CATEGORIES, **{**EMBEDDED_HEAD, **overrides})
 
 
 def training_batch(seed: int, step: int, batch_size: int, device, hue_share: float = 0.0):
@@ -190,19 +195,22 @@ def probe_accuracy(model, device, videos: int = PROBE_VIDEOS, frames: int = PROB
     return scores
 
 
-def initial_model(init: Path | None, seed: int):
-    """The model training starts from: random (`seed`), or the weights of a `save_pretrained`
-    directory `init` (fine-tuning), whose architecture must be the embedded one."""
-    if init is None:
-        return build_model(embedded_config(), seed=seed)
-    model = load_model(init)
-    expected = {name: tuple(t.shape) for name, t in build_model(embedded_config(), seed=seed).state_dict().items()}
-    found = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+def initial_model(recipe: Recipe):
+    """The model training starts from: random (`recipe.seed`), or the weights of the `save_pretrained`
+    directory `recipe.init` (fine-tuning), whose architecture must be the embedded one; either way
+    with the recipe's loss weights."""
+    model = build_model(embedded_config(class_weight=recipe.class_weight), seed=recipe.seed)
+    if recipe.init is None:
+        return model
+    loaded = load_model(recipe.init)
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in loaded.state_dict().items()}
     if found != expected:
         differing = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
         raise ValueError(
-            f"--init {init}: not the embedded architecture ({len(differing)} tensors differ, e.g. {differing[0]})"
+            f"--init {recipe.init}: not the embedded architecture ({len(differing)} tensors differ, e.g. {differing[0]})"
         )
+    model.load_state_dict(loaded.state_dict())
     return model
 
 
@@ -215,7 +223,7 @@ def train(out: Path, recipe: Recipe, resume: bool = False):
     seed, steps, lr = recipe.seed, recipe.steps, recipe.lr
     torch.manual_seed(seed)
     config = embedded_config()
-    model = initial_model(recipe.init, seed).float().to(device).train()
+    model = initial_model(recipe).float().to(device).train()
     dense = DenseSemanticHead(config.mask_feature_size, len(CATEGORIES)).to(device)
     optimizer = torch.optim.AdamW([*model.parameters(), *dense.parameters()], lr=lr, weight_decay=0.05)
     start = 0
@@ -294,6 +302,9 @@ def main(argv=None):
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     parser.add_argument(
         "--hue-share", type=float, default=defaults.hue_share, help="share of training frames hue-turned (0..1)"
+    )
+    parser.add_argument(
+        "--class-weight", type=float, default=defaults.class_weight, help="weight of the classification loss"
     )
     parser.add_argument("--init", type=Path, help="fine-tune from this save_pretrained directory (default: random)")
     args = parser.parse_args(argv)

@@ -36,13 +36,17 @@ def test_training_batches_turn_the_share_of_frames_asked_for():
 
 
 def test_fine_tuning_starts_from_the_given_weights_and_refuses_another_architecture(small_model, tmp_path):
-    shipped = initial_model(EMBEDDED_MODEL, seed=0)
-    again = initial_model(EMBEDDED_MODEL, seed=1)
+    shipped = initial_model(Recipe(init=EMBEDDED_MODEL, seed=0))
+    again = initial_model(Recipe(init=EMBEDDED_MODEL, seed=1, class_weight=5.0))
     assert all(torch.equal(a, b) for a, b in zip(shipped.state_dict().values(), again.state_dict().values()))
     assert next(shipped.parameters()).dtype == torch.float32
+    assert (shipped.criterion.weight_dict["loss_cross_entropy"], again.criterion.weight_dict["loss_cross_entropy"]) == (
+        2.0,
+        5.0,
+    )
     small_model.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=f"--init {tmp_path}: not the embedded architecture"):
-        initial_model(tmp_path, seed=0)
+        initial_model(Recipe(init=tmp_path))
 
 
 def test_a_recipe_refuses_settings_out_of_range():
@@ -50,13 +54,15 @@ def test_a_recipe_refuses_settings_out_of_range():
         Recipe(hue_share=1.5)
     with pytest.raises(ValueError, match="steps"):
         Recipe(steps=0)
+    with pytest.raises(ValueError, match="class_weight"):
+        Recipe(class_weight=0)
 
 
 def test_two_fine_tuning_steps_write_a_model_that_loads(tmp_path):
     torch.manual_seed(0)
     train(tmp_path, Recipe(steps=2, batch_size=1, checkpoint_every=1, hue_share=1.0, init=EMBEDDED_MODEL))
-    tuned = initial_model(tmp_path / "model", seed=0)
-    shipped = initial_model(EMBEDDED_MODEL, seed=0)
+    tuned = initial_model(Recipe(init=tmp_path / "model"))
+    shipped = initial_model(Recipe(init=EMBEDDED_MODEL))
     changed = [not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), shipped.state_dict().values())]
     assert any(changed)
     assert (tmp_path / "model" / "preprocessor_config.json").is_file()
