@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import Mask2FormerConfig
 
 from .evaluation import ConfusionMatrix
 from .model import (
@@ -60,6 +61,7 @@ EMBEDDED_HEAD = dict(
     train_num_points=4096,
 )
 DENSE_WEIGHT = 5.0  # of the per-pixel cross-entropy beside Mask2Former's loss
+CLASS_WEIGHT = Mask2FormerConfig().class_weight  # of Mask2Former's classification loss: HF's default
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,8 @@ class Recipe:
     whose hues are turned by a random angle (`hue_rotated`), so that colour says nothing of the
     category (held-out videos are never turned; the shipped model was trained without: 0);
     init: a `save_pretrained` directory to fine-tune from (None: random weights); class_weight: of
-    Mask2Former's classification loss (HF's default 2.0; the masks come easier than the categories)."""
+    Mask2Former's classification loss (default HF's, `CLASS_WEIGHT`; the masks come easier than the
+    categories)."""
 
     steps: int = 4000
     batch_size: int = 4
@@ -77,7 +80,7 @@ class Recipe:
     checkpoint_every: int = 100
     hue_share: float = 0.0
     init: Path | None = None
-    class_weight: float = 2.0
+    class_weight: float = CLASS_WEIGHT
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1 or self.lr <= 0:
@@ -222,9 +225,8 @@ def train(out: Path, recipe: Recipe, resume: bool = False):
     checkpoint_path = out / "checkpoint.pt"
     seed, steps, lr = recipe.seed, recipe.steps, recipe.lr
     torch.manual_seed(seed)
-    config = embedded_config()
     model = initial_model(recipe).float().to(device).train()
-    dense = DenseSemanticHead(config.mask_feature_size, len(CATEGORIES)).to(device)
+    dense = DenseSemanticHead(model.config.mask_feature_size, len(CATEGORIES)).to(device)
     optimizer = torch.optim.AdamW([*model.parameters(), *dense.parameters()], lr=lr, weight_decay=0.05)
     start = 0
     if resume and checkpoint_path.exists():
