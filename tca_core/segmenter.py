@@ -18,6 +18,7 @@ from .config import TASKS, AccelerationConfig
 from .head import deformable_attention
 from .memory import MemoryBank, VideoMemory
 from .model import IMAGENET_MEAN, IMAGENET_STD, ImageProcessing, accelerate, image_processing, load_model
+from .postprocess import Scored, instance_scores, postprocess_logits, resized_masks, semantic_label_map
 from .reuse import frames_to_compute, patch_means
 from .swin import FrameStats, FrameStream
 from .tracking import track_frame
@@ -353,12 +354,13 @@ class VideoSegmenter:
         """A frame's label map and instances (as the task says) from its model outputs."""
         class_logits = outputs["class"].float()
         logits = postprocess_logits(outputs["masks"].float())  # once, for both tasks
-        probabilities = logits.sigmoid()  # once, for both tasks
+        probabilities = logits.sigmoid() if self.task != "instance" else None  # once, for both tasks
         size = (result.height, result.width)
         if self.task in ("semantic", "both"):
             result.label_map = semantic_label_map(class_logits, logits, size, probabilities)
         if self.task in ("instance", "both"):
-            scored = instance_scores(class_logits, logits, probabilities)
+            # A query's score is at most its class probability: below the threshold, its mask is not scored.
+            scored = instance_scores(class_logits, logits, probabilities, least=self.score_threshold)
             result.instances = self._instances(memory, scored, outputs["embeddings"], size)
 
     def _resized(self, frames: np.ndarray) -> torch.Tensor:
@@ -378,32 +380,25 @@ class VideoSegmenter:
         """(T, H, W, 3) uint8 frames as normalised pixel values at `processing_size(H, W)`."""
         return self._normalized(self._resized(frames))
 
-    def _instances(self, memory: VideoMemory, scored: tuple, embeddings, size) -> list[Instance]:
+    def _instances(self, memory: VideoMemory, scored: Scored, embeddings, size) -> list[Instance]:
         """Mask2Former instances as `transformers` post-processes them (`scored`: `instance_scores`'
-        labels, scores, binary masks and areas), then tracked ids from the query slots. Queries whose
+        labels, scores, areas and binary masks), then tracked ids from the query slots. Queries whose
         best class is a stuff category (e.g. "background") are not instances."""
-        labels, scores, binary, area = scored
-        scores = scores * self.thing[labels]
-        detected = (scores >= self.score_threshold) & (area > 0)
+        scores = scored.scores * self.thing[scored.labels]
+        detected = (scores >= self.score_threshold) & (scored.area > 0)
         order, ids = track_frame(memory.tracks, embeddings, detected)
         slots = [k for k in range(len(order)) if detected[order[k]]]
         if not slots:
             return []
         queries = order[slots]
-        masks = F.interpolate(binary[queries][None], size=size, mode="nearest")[0].bool().cpu().numpy()
+        masks = resized_masks(scored.binary[scored.rows[queries]], size)
         instances = []
         for n, (slot, query) in enumerate(zip(slots, queries.tolist())):
-            label = int(labels[query])
+            label = int(scored.labels[query])
             instances.append(
                 Instance(int(ids[slot]), label, self.labels.get(label, str(label)), float(scores[query]), masks[n])
             )
         return instances
-
-
-# `transformers`' Mask2Former post-processing first brings every model's mask logits to this size
-# (Mask2FormerImageProcessor.post_process_*_segmentation); ours does the same, so that its label maps
-# and instances are those of `transformers` on the same outputs (tests/test_published.py).
-POSTPROCESS_SIZE = (384, 384)
 
 
 def _frame_outputs(outputs, row: int) -> dict[str, torch.Tensor]:
@@ -413,37 +408,3 @@ def _frame_outputs(outputs, row: int) -> dict[str, torch.Tensor]:
         "masks": outputs.masks_queries_logits[row],
         "embeddings": outputs.transformer_decoder_last_hidden_state[row],
     }
-
-
-def postprocess_logits(mask_logits):
-    """(Q, h, w) mask logits of one frame at POSTPROCESS_SIZE (bilinear), what `instance_scores` and
-    `semantic_label_map` take."""
-    return F.interpolate(mask_logits[None], size=POSTPROCESS_SIZE, mode="bilinear", align_corners=False)[0]
-
-
-def instance_scores(class_logits, logits, probabilities=None):
-    """Per query of one frame, (Q, K+1) class logits and (Q, 384, 384) mask logits from
-    `postprocess_logits` (and their sigmoid, `probabilities`, when at hand): its best class, its
-    score (that class's probability x the mean mask probability inside its mask), its binary mask
-    (as 0/1 floats) and that mask's area, as `post_process_instance_segmentation` computes them. That function ranks
-    (query, class) pairs, so below a score threshold of 0.5 it may report one query under two
-    classes; at 0.5 and above (a softmax gives at most one class over 0.5) the instances are the same."""
-    class_scores, labels = class_logits.softmax(-1)[:, :-1].max(-1)
-    probabilities = logits.sigmoid() if probabilities is None else probabilities
-    binary = (logits > 0).float()  # 0/1: sums of floats run at several times those of bools on a CPU
-    area = binary.flatten(1).sum(1)  # exact below 2^24 pixels
-    inside = (probabilities * binary).flatten(1).sum(1)
-    return labels, class_scores * inside / (area + 1e-6), binary, area
-
-
-def semantic_label_map(class_logits, logits, size, probabilities=None) -> np.ndarray:
-    """Mask2Former semantic inference for one frame, (Q, K+1) class logits and (Q, 384, 384) mask
-    logits from `postprocess_logits` (and their sigmoid, `probabilities`, when at hand), as
-    `post_process_semantic_segmentation` computes it: the sum over queries of class probability x
-    mask probability, at `size`, argmax per pixel."""
-    class_probs = class_logits.softmax(-1)[:, :-1]  # drop "no object"
-    probabilities = logits.sigmoid() if probabilities is None else probabilities
-    scores = (class_probs.T @ probabilities.flatten(1)).view(-1, *probabilities.shape[1:])
-    scores = F.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
-    # max(0).indices is argmax(0) (the first maximum on ties) at a sixth of its time on a CPU.
-    return scores.max(0).indices.to(torch.int32).cpu().numpy()

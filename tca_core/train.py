@@ -37,7 +37,7 @@ from .model import (
     preprocessor_config,
     swin_mask2former_config,
 )
-from .segmenter import postprocess_logits, semantic_label_map
+from .postprocess import postprocess_logits, semantic_label_map
 from .synthetic import CATEGORIES, HELD_OUT_SEED, HELD_OUT_SETS, SyntheticVideo, held_out_videos, semantic_map
 
 FRAME_SIZE = (224, 336)  # stage 3 is 14x21 tokens: whole 7x7 windows
