@@ -657,8 +657,9 @@ class ChunkWriter:
         ]
         label_map = frame["label_map"]
         if label_map:
-            labels = np.frombuffer(label_map, np.int32).reshape(height, width)
-            for c in np.unique(labels):
+            # Column-major, as COCO's RLE runs: each class's mask then encodes without a copy.
+            labels = np.asfortranarray(np.frombuffer(label_map, np.int32).reshape(height, width))
+            for c in np.flatnonzero(np.bincount(labels.ravel(order="K"))):  # the classes present, in order
                 counts = rle.encode(labels == c)["counts"]
                 rows.append(mask_row(*fields, counts, None, int(c), self.labels.get(int(c), str(c)), None))
         return rows

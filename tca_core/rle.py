@@ -10,6 +10,8 @@ def encode(mask: np.ndarray) -> dict:
     """A (H, W) boolean mask as COCO RLE {"size": [H, W], "counts": str}."""
     if mask.ndim != 2:
         raise ValueError(f"expected a (H, W) mask, got shape {mask.shape}")
+    if mask.dtype == bool:  # the same bytes as uint8 0/1: a view, no copy
+        mask = mask.view(np.uint8)
     rle = coco_mask.encode(np.asfortranarray(mask, dtype=np.uint8))
     return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
 

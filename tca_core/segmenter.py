@@ -364,14 +364,19 @@ class VideoSegmenter:
             result.instances = self._instances(memory, scored, outputs["embeddings"], size)
 
     def _resized(self, frames: np.ndarray) -> torch.Tensor:
-        """(T, H, W, 3) uint8 frames as (T, 3, h, w) pixels in 0..1 at `processing_size(H, W)`."""
-        pixels = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        """(T, H, W, 3) uint8 frames as (T, 3, h, w) pixels in 0..1 at `processing_size(H, W)`.
+        On a CPU the resize runs on the uint8 pixels (channels last, as they are decoded): a tenth
+        of the time of resizing floats at 1080p, within one grey level of it."""
+        pixels = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2)
         height, width = pixels.shape[-2:]
         size = self.processing_size(height, width)
-        if size != (height, width):
-            shrinks = size[0] < height or size[1] < width
-            pixels = F.interpolate(pixels, size=size, mode="bilinear", antialias=shrinks, align_corners=False)
-        return pixels
+        if size == (height, width):
+            return pixels.float() / 255.0
+        if self.device.type != "cpu":
+            pixels = pixels.float() / 255.0
+        shrinks = size[0] < height or size[1] < width
+        pixels = F.interpolate(pixels, size=size, mode="bilinear", antialias=shrinks, align_corners=False)
+        return pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels
 
     def _normalized(self, pixels: torch.Tensor) -> torch.Tensor:
         return ((pixels - self.mean) / self.std).to(self.dtype)

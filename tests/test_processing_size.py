@@ -204,3 +204,21 @@ def test_the_job_signature_changes_with_the_checkpoints_normalisation_and_size(c
         processing_size.cache_clear()  # one process reads a checkpoint's config once
         signatures.append(JobConfig(model=str(checkpoint)).signature())
     assert len(set(signatures)) == 3
+
+
+@pytest.mark.parametrize("frame_size", [(1080, 1920), (64, 96), (24, 40)])
+def test_frames_are_resized_within_one_grey_level_of_a_float_resize(small_model, frame_size):
+    """The CPU resizes uint8 frames (shrinking with antialiasing, as a float resize would); its pixels
+    stay within one grey level of resizing the frames as floats."""
+    import torch
+    import torch.nn.functional as F
+
+    segmenter = VideoSegmenter(small_model, short_side=48)
+    frames = smooth_video(2, *frame_size)
+    got = segmenter._resized(frames)
+    size = segmenter.processing_size(*frame_size)
+    floats = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+    shrinks = size[0] < frame_size[0]
+    expected = F.interpolate(floats, size=size, mode="bilinear", antialias=shrinks, align_corners=False)
+    assert got.shape == (2, 3, *size) and got.dtype == torch.float32
+    assert (got - expected).abs().max() <= 1.0 / 255 + 1e-6
