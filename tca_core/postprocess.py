@@ -75,16 +75,16 @@ def instance_scores(class_logits, logits, probabilities=None, least: float = 0.0
     return Scored(labels, scores, area, binary, rows)
 
 
-def nearest_indices(source: int, target: int, device=None) -> torch.Tensor:
+def nearest_indices(source: int, target: int) -> torch.Tensor:
     """The source index of each of `target` output positions, as `torch`'s nearest mode picks it
     (F.interpolate(mode="nearest")): floor(i * source / target) in float32, clamped."""
-    positions = torch.arange(target, device=device)
+    positions = torch.arange(target)
     if source == target:
         return positions
     if target == 2 * source:
         return positions // 2
     scale = torch.tensor(source, dtype=torch.float32) / torch.tensor(target, dtype=torch.float32)
-    return (positions.to(torch.float32) * scale.to(device)).floor().long().clamp_max(source - 1)
+    return (positions.to(torch.float32) * scale).floor().long().clamp_max(source - 1)
 
 
 def resized_masks(binary: torch.Tensor, size: tuple[int, int]) -> np.ndarray:

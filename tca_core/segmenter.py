@@ -372,11 +372,10 @@ class VideoSegmenter:
         size = self.processing_size(height, width)
         if size == (height, width):
             return pixels.float() / 255.0
-        if self.device.type != "cpu":
-            pixels = pixels.float() / 255.0
-        shrinks = size[0] < height or size[1] < width
-        pixels = F.interpolate(pixels, size=size, mode="bilinear", antialias=shrinks, align_corners=False)
-        return pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels
+        resize = dict(size=size, mode="bilinear", antialias=size[0] < height or size[1] < width, align_corners=False)
+        if self.device.type == "cpu":
+            return F.interpolate(pixels, **resize).float() / 255.0
+        return F.interpolate(pixels.float() / 255.0, **resize)
 
     def _normalized(self, pixels: torch.Tensor) -> torch.Tensor:
         return ((pixels - self.mean) / self.std).to(self.dtype)
