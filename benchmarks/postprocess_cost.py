@@ -20,7 +20,6 @@ Parameters: --video (a file in ../shared/data/videos), --frames (per size), --si
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from datetime import date
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import AutoImageProcessor
 
+from benchmarks.report import write_report
 from pipelines.stages import ChunkWriter, _frame_fields, _rles
 from pipelines.sweep import SHARED_VIDEOS, machine_description
 from pipelines.video_io import open_video
@@ -44,10 +44,15 @@ from tca_core.segmenter import Clip, VideoSegmenter
 CLIP, THRESHOLD = 8, 0.5
 
 
-def _seconds(work, *args) -> float:
+def _timed(work, *args):
+    """(seconds, result) of one call of `work`."""
     begin = time.perf_counter()
-    work(*args)
-    return time.perf_counter() - begin
+    result = work(*args)
+    return time.perf_counter() - begin, result
+
+
+def _seconds(work, *args) -> float:
+    return _timed(work, *args)[0]
 
 
 def _resized_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -124,11 +129,11 @@ def measure_size(segmenter: VideoSegmenter, processor, frames: np.ndarray, write
         for row in range(len(clip)):
             frame = _Frame(outputs, row)
             args = (frame.class_queries_logits[0], frame.masks_queries_logits[0], size)
-            times["post_ours"].append(_seconds(_ours, *args))
+            seconds, (labels, masks) = _timed(_ours, *args)
+            times["post_ours"].append(seconds)
             times["post_plain"].append(_seconds(_plain, *args))
-            times["post_transformers"].append(_seconds(_theirs, processor, frame, size))
-            labels, masks = _ours(*args)
-            reference, _ = _theirs(processor, frame, size)
+            seconds, (reference, _) = _timed(_theirs, processor, frame, size)
+            times["post_transformers"].append(seconds)
             agree, pixels, instances = (
                 agree + int((labels == reference).sum()),
                 pixels + labels.size,
@@ -164,9 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     for text in tqdm(args.sizes, desc="sizes", unit="size"):
         height, width = (int(v) for v in text.split("x"))
         report["sizes"][text] = measure_size(segmenter, processor, _resized_frames(source, (height, width)), writer)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    write_report(args.out, report)
     return 0
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks.report import write_report
 from pipelines.sweep import SHORT_SIDE
 from tca_core import reuse
 from tca_core.config import EMBEDDED_MODEL, AccelerationConfig
@@ -92,9 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     report = dict(date=date.today().isoformat(), shipped_share=reuse.REUSE_CUT_SHARE, sets={})
     for set_name in HELD_OUT_SETS:
         report["sets"][set_name] = measure_set(segmenter, set_name, args.shares, args.videos, args.frames)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    write_report(args.out, report)
     return 0
 
 

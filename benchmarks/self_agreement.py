@@ -8,13 +8,13 @@ a fidelity-to-`none` measure has that as its floor (docs/benchmarks.md, "Reuse")
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks.report import write_report
 from pipelines.sweep import SHARED_VIDEOS, SHORT_SIDE
 from pipelines.video_io import open_video
 from tca_core.config import EMBEDDED_MODEL, AccelerationConfig
@@ -54,9 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"date": date.today().isoformat(), "videos": {}}
     for name in tqdm(names, desc="label maps against the frame before", unit="video"):
         report["videos"][name] = self_agreement(segmenter, name, args.frames)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    write_report(args.out, report)
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import time
 from datetime import date
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from benchmarks.report import write_report
 from tca_core.config import EMBEDDED_MODEL, AccelerationConfig
 from tca_core.head import deformable_attention
 from tca_core.segmenter import Clip, VideoSegmenter
@@ -91,9 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in ("transformers", "level_by_level"):
                 runs[name].append(_forward(segmenter, timer, pixels, name == "level_by_level"))
     report = _report(runs, args.videos)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    write_report(args.out, report)
     return 0
 
 
