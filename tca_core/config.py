@@ -28,8 +28,13 @@ EXPEDIT_RADIUS = 3
 EXPEDIT_TEMPERATURE, EXPEDIT_CHANNELS = 0.01, 768  # on the summed squared distance, at Swin-L's stage-3 width
 
 # Window reuse computes a frame whole when at least this share of the first block's windows changed
-# (a scene cut, a moving camera): gathering would then cost more than it saves (docs/tca.md, "Reuse").
-REUSE_CUT_SHARE = 0.5
+# (a scene cut): gathering would then cost more than it saves (docs/tca.md, "Reuse").
+REUSE_CUT_SHARE = 0.8
+# ... and when the camera moved since the frame before: the global shift and zoom that best carry
+# that frame onto the new one (fitted on the patch means, `reuse.camera_moved`) leave less than
+# CAMERA_MOTION_GAIN of the change the unmoved frame leaves. A pan or a zoom changes every window a
+# little, which the windows' own tests would let through (docs/benchmarks.md, "Reuse").
+CAMERA_MOTION_GAIN = 0.97
 # Reuse compares frames by the mean colour of each patch of this many pixels a side (Swin's patch
 # size, so that a patch is one token of the first stage): averaging over a patch cancels sensor noise,
 # a moving edge or a change of light still moves the patch's mean (docs/tca.md, "Reuse").
@@ -90,8 +95,9 @@ class AccelerationConfig:
         computed it (root mean square of the change over its tokens, relative to that input's) takes
         the block's output from then; the other windows are computed, gathered into one batch. The
         first block decides on the pixels instead (`pixel_change`). > 0; None: off. Frames are
-        computed whole on a reset (start, gap, size change), when at least REUSE_CUT_SHARE of the
-        first block's windows changed, and every `refresh` frames.
+        computed whole on a reset (start, gap, size change), when the camera moved
+        (CAMERA_MOTION_GAIN), when at least REUSE_CUT_SHARE of the first block's windows changed,
+        and every `refresh` frames.
     frame_reuse: whether a frame none of whose patches changed (`pixel_change`) since the last frame
         the model ran on takes that frame's results (masks, ids, label map) without running the model.
         Works with any method.

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from transformers.models.swin.modeling_swin import window_partition, window_reverse
 
-from .config import REUSE_CUT_SHARE, REUSE_PATCH
+from .config import CAMERA_MOTION_GAIN, REUSE_CUT_SHARE, REUSE_PATCH
 from .memory import ReuseCache, continuity
 
 
@@ -70,7 +70,8 @@ class WindowLayout:
 @dataclass
 class FramePlan:
     """What reuse does with one frame of the batch: `full` (every window computed) and why (`reason`:
-    "start", "gap", "size_change", "refresh", "changed" when most windows changed, or None), and the
+    "start", "gap", "size_change", "refresh", "camera" when the camera moved, "changed" when
+    most windows changed (REUSE_CUT_SHARE), or None), and the
     windows computed and seen over the blocks so far."""
 
     full: bool
@@ -114,7 +115,7 @@ class StreamFrames:
 
 
 def plan_frames(config, window: int, streams: list[StreamFrames], signature: tuple) -> ReusePlan:
-    """Which frames are computed whole (a reset, a refresh, or most windows changed) and which
+    """Which frames are computed whole (a reset, a refresh, the camera moved, or most windows changed) and which
     windows the first block computes, decided on the patch means before any block runs. `config`:
     the `AccelerationConfig` (window_reuse, pixel_change, refresh); `window`: the first stage's."""
     frames, pairs, indices, row = [], [], [], 0
@@ -125,6 +126,10 @@ def plan_frames(config, window: int, streams: list[StreamFrames], signature: tup
         layout = WindowLayout(*stream.patches.shape[-2:], window, 0)
         patches = layout.partition(stream.patches.flatten(2).transpose(1, 2))  # (T, nW, M, 3)
         reference = cache.blocks.get(PATCH_KEY, (None,))[0] if started else None
+        before = cache.blocks.get(FRAME_KEY, (None,))[0] if started else None
+        if before is not None and before.shape != stream.patches.shape[1:]:
+            before = None
+        moved = camera_moved(stream.patches, before)
         rows = []
         for position, frame_index in enumerate(stream.frame_indices):
             reason = (
@@ -133,6 +138,8 @@ def plan_frames(config, window: int, streams: list[StreamFrames], signature: tup
             if reason is None and since_full >= config.refresh - 1:
                 reason = "refresh"
             plan = FramePlan(full=reason is not None, reason=reason)
+            if moved[position] and not plan.full:
+                plan.full, plan.reason = True, "camera"
             reference = _first_block(plan, patches[position], reference, config.pixel_change)
             since_full = 0 if plan.full else since_full + 1
             started, last, last_signature = True, frame_index, signature
@@ -141,11 +148,16 @@ def plan_frames(config, window: int, streams: list[StreamFrames], signature: tup
             indices.append(frame_index)
             row += 1
         cache.blocks[PATCH_KEY] = (reference, reference.new_empty(0))
+        cache.blocks[FRAME_KEY] = (
+            stream.patches[-1].clone(memory_format=torch.contiguous_format),
+            reference.new_empty(0),
+        )
         pairs.append((cache, rows))
     return ReusePlan(config.window_reuse, pairs, frames, signature=signature, frame_indices=indices)
 
 
 PATCH_KEY = "patches"  # the cache's entry of the patch means each first-block window was last computed on
+FRAME_KEY = "frame"  # the cache's entry of the last frame's patch means (3, h, w), for `camera_moved`
 
 
 def _first_block(plan: FramePlan, patches: torch.Tensor, reference, threshold: float) -> torch.Tensor:
@@ -163,6 +175,62 @@ def _first_block(plan: FramePlan, patches: torch.Tensor, reference, threshold: f
     reference = reference.clone()
     reference[plan.first_ids] = patches[plan.first_ids]
     return reference
+
+
+def camera_moved(patches: torch.Tensor, before: torch.Tensor | None) -> list[bool]:
+    """For each frame of patch means (T, 3, h, w), whether the camera moved since the frame before it
+    (`before` (3, h, w) for the first; None: it did not). Frames are compared in grey, each brought to
+    the same mean (a change of light is no motion); the camera moved when the fitted shift and zoom
+    (`_camera_fit`) leave less than CAMERA_MOTION_GAIN of the unmoved frame's change."""
+    frames = patches if before is None else torch.cat([before[None], patches])
+    if len(frames) < 2:
+        return [False] * len(patches)
+    grey = frames.float().mean(1)
+    grey = grey / grey.mean(dim=(1, 2), keepdim=True).clamp_min(1e-3)
+    earlier, later = grey[:-1], grey[1:]
+    inner = (slice(None), slice(CAMERA_BORDER, -CAMERA_BORDER), slice(CAMERA_BORDER, -CAMERA_BORDER))
+    if min(later[inner].shape[1:], default=0) < 3:
+        return [False] * len(patches)
+
+    def change(reference):
+        return (later - reference)[inner].abs().clamp(max=CAMERA_ROBUST).flatten(1).mean(1)
+
+    still = change(earlier)
+    moved = ((change(_camera_fit(earlier, later, inner)) < CAMERA_MOTION_GAIN * still) & (still > 1e-4)).tolist()
+    return moved if before is not None else [False] + moved
+
+
+CAMERA_BORDER = 2  # patches at the border left out of the camera fit (a shift brings them in from outside)
+CAMERA_ROBUST = 0.1  # a patch's change counts up to this much (relative to the mean): moving objects weigh little
+CAMERA_STEPS = 2  # Gauss-Newton steps of the camera fit
+
+
+def _camera_fit(earlier: torch.Tensor, later: torch.Tensor, inner) -> torch.Tensor:
+    """`earlier` (T, h, w) moved by the global shift (dx, dy patches) and zoom (1 - e about the centre)
+    that best carry it onto `later`: Gauss-Newton steps on the linearised change, each patch weighted
+    down where its change exceeds CAMERA_ROBUST / 2 (Huber); returns the moved frames."""
+    steps, height, width = earlier.shape
+    ys, xs = torch.meshgrid(
+        torch.linspace(-1, 1, height, device=earlier.device),
+        torch.linspace(-1, 1, width, device=earlier.device),
+        indexing="ij",
+    )
+    x_cells, y_cells = xs * (width - 1) / 2, ys * (height - 1) / 2
+    theta, moved = earlier.new_zeros(steps, 3), earlier
+    for _ in range(CAMERA_STEPS):
+        gx, gy = torch.zeros_like(moved), torch.zeros_like(moved)
+        gx[:, :, 1:-1] = (moved[:, :, 2:] - moved[:, :, :-2]) / 2
+        gy[:, 1:-1] = (moved[:, 2:] - moved[:, :-2]) / 2
+        jacobian = torch.stack([gx, gy, -(x_cells * gx + y_cells * gy)], -1)[inner].reshape(steps, -1, 3)
+        residual = (later - moved)[inner].reshape(steps, -1)
+        weight = (CAMERA_ROBUST / 2 / residual.abs().clamp_min(1e-9)).clamp(max=1.0)
+        normal = torch.einsum("tni,tn,tnj->tij", jacobian, weight, jacobian) + 1e-6 * torch.eye(3, device=moved.device)
+        theta = theta + torch.linalg.solve(normal, torch.einsum("tni,tn,tn->ti", jacobian, weight, residual))
+        theta = torch.cat([theta[:, :2].clamp(-3, 3), theta[:, 2:].clamp(-0.05, 0.05)], dim=1)
+        dx, dy, e = (theta[:, k, None, None] for k in range(3))
+        grid = torch.stack([xs * (1 - e) + dx * 2 / (width - 1), ys * (1 - e) + dy * 2 / (height - 1)], dim=-1)
+        moved = F.grid_sample(earlier[:, None], grid, align_corners=True, padding_mode="border")[:, 0]
+    return moved
 
 
 def finish(plan: ReusePlan):

@@ -217,6 +217,52 @@ def test_a_scene_cut_and_a_refresh_recompute_everything(reuse_model):
     assert [r.stats.windows_computed for r in refreshed] == [1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0]
 
 
+def _scene(height, width, seed=0):
+    """A textured still scene larger than the frames cut from it."""
+    return smooth_video(1, height, width, seed=seed)[0].astype(np.float32)
+
+
+def _patches(frames):
+    return reuse.patch_means(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255)
+
+
+def _zoomed(scene, zoom, size):
+    """The centre of `scene` seen `zoom` times closer, at `size`."""
+    image = torch.from_numpy(scene).permute(2, 0, 1)[None]
+    height, width = round(scene.shape[0] * zoom), round(scene.shape[1] * zoom)
+    image = torch.nn.functional.interpolate(image, size=(height, width), mode="bilinear", align_corners=False)[0]
+    top, left = (height - size[0]) // 2, (width - size[1]) // 2
+    return image[:, top : top + size[0], left : left + size[1]].permute(1, 2, 0).numpy()
+
+
+def test_the_camera_test_sees_a_pan_and_a_zoom_and_not_a_change_of_light_or_a_moving_object():
+    scene = _scene(160, 320)
+    pan = np.stack([scene[16:144, 3 * t : 3 * t + 192] for t in range(5)])  # 3 pixels a frame
+    zoom = np.stack([_zoomed(scene, 1 + 0.02 * t, (128, 192)) for t in range(5)])
+    still = np.repeat(scene[None, 16:144, 40:232], 5, axis=0)
+    light = still * np.linspace(1.0, 0.7, 5)[:, None, None, None]  # 30% darker over the clip
+    moving = still.copy()
+    for t in range(5):  # a bright 24-pixel square crossing the view, 10 pixels a frame
+        moving[t, 50:74, 30 + 10 * t : 54 + 10 * t] = 255
+    frames = {name: np.clip(v, 0, 255).astype(np.uint8) for name, v in locals().items() if isinstance(v, np.ndarray)}
+    assert reuse.camera_moved(_patches(frames["pan"]), None) == [False] + [True] * 4
+    assert reuse.camera_moved(_patches(frames["zoom"]), None) == [False] + [True] * 4
+    for name in ("still", "light", "moving"):
+        assert reuse.camera_moved(_patches(frames[name]), None) == [False] * 5, name
+    # The frame before the clip, when given, is what the clip's first frame is tested against.
+    assert reuse.camera_moved(_patches(frames["pan"][1:]), _patches(frames["pan"][:1])[0]) == [True] * 4
+
+
+def test_a_panning_camera_computes_its_frames_whole_and_a_still_one_with_a_moving_object_does_not(reuse_model):
+    pan = smooth_video(4, *SIZE)  # the scene drifts 2 pixels a frame
+    panned = segmenter(reuse_model, window_reuse=0.05).process([Clip("v", 0, pan)])[0]
+    assert [r.stats.reuse_reset for r in panned] == ["start", "camera", "camera", "camera"]
+    assert [r.stats.windows_computed for r in panned] == [1.0] * 4
+    square = segmenter(reuse_model, window_reuse=0.05).process([Clip("v", 0, moving_square(5))])[0]
+    assert [r.stats.reuse_reset for r in square] == ["start", None, None, None, None]
+    assert all(r.stats.windows_computed < 0.5 for r in square[3:])
+
+
 def test_a_seek_and_a_size_change_recompute_everything(reuse_model):
     seg = segmenter(reuse_model, window_reuse=0.01)
     seg.process([Clip("v", 0, still_clip(2))])
