@@ -1,10 +1,11 @@
 """What window reuse's gate costs: the shipped default (TCA with window reuse) against the same TCA
 point without reuse, and with reuse at the bench's other threshold, video by video, side by side
-on each held-out set (docs/benchmarks.md, "Reuse"). It reports each point's time over TCA alone's
-and why its frames were computed whole (`FrameStats.reuse_reset`), so a moving camera shows how
+on each held-out set, with the full model beside them (docs/benchmarks.md, "Reuse"). It reports
+each point's speed over TCA alone's and over the full model's (`speed_vs_none`: the whole model's
+speedup), and why its frames were computed whole (`FrameStats.reuse_reset`), so a moving camera shows how
 often the gate turned reuse off and what that cost.
 
-    .venv/bin/python -m benchmarks.reuse_gate --rounds 3 --out out/bench-full/reuse_gate.json   # ~3 min
+    .venv/bin/python -m benchmarks.reuse_gate --rounds 3 --out out/bench-full/reuse_gate.json   # ~8 min
 
 Parameters: --videos per held-out set, --frames per video, --rounds timed after one warm-up round,
 --out the JSON file written (per set and point: seconds, the ratio to TCA alone, frames by reason,
@@ -35,9 +36,10 @@ OTHER_THRESHOLD = 0.1  # the bench's other window-reuse threshold
 
 
 def points() -> dict[str, AccelerationConfig]:
-    """TCA alone, the shipped default and the default at the other threshold, by name."""
+    """The full model, TCA alone, the shipped default and the default at the other threshold, by name."""
     alone, shipped = shipped_with_and_without_reuse()
     return {
+        "none": AccelerationConfig(method="none"),
         "tca": alone,
         f"tca +reuse {shipped.window_reuse}": shipped,
         f"tca +reuse {OTHER_THRESHOLD}": replace(shipped, window_reuse=OTHER_THRESHOLD),
@@ -56,12 +58,14 @@ def run_video(segmenter: VideoSegmenter, video, video_id: str) -> tuple[float, l
     return seconds, stats
 
 
-def summary(seconds: float, stats: list, alone_seconds: float) -> dict:
-    """One point's record on one set."""
+def summary(seconds: float, stats: list, alone_seconds: float, full_seconds: float) -> dict:
+    """One point's record on one set: its speed over TCA alone's and over the full model's."""
+    stats = [s for s in stats if s is not None]  # the full model keeps no frame stats
     gathered = [s.windows_computed for s in stats if s.windows_computed is not None and s.windows_computed < 1.0]
     return dict(
         seconds=round(seconds, 2),
         speed_vs_tca=round(alone_seconds / seconds, 3),
+        speed_vs_none=round(full_seconds / seconds, 3),
         frames_by_reason=dict(Counter(s.reuse_reset or "not computed whole" for s in stats)),
         frames_gathered=len(gathered),
         windows_computed_when_gathered=round(statistics.mean(gathered), 3) if gathered else None,
@@ -92,8 +96,8 @@ def main(argv: list[str] | None = None) -> dict:
                 if round_index == 1:  # the stats do not depend on the round: one timed round's
                     stats[set_name, name] += frame_stats
     for set_name in HELD_OUT_SETS:
-        alone = seconds[set_name, "tca"]
-        report["sets"][set_name] = {n: summary(seconds[set_name, n], stats[set_name, n], alone) for n in named}
+        alone, full = seconds[set_name, "tca"], seconds[set_name, "none"]
+        report["sets"][set_name] = {n: summary(seconds[set_name, n], stats[set_name, n], alone, full) for n in named}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report["sets"], indent=1))
