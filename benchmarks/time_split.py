@@ -1,7 +1,7 @@
 """Where the whole model's time goes: backbone, pixel decoder, transformer decoder and the rest (pre-
 and post-processing) of the full model (`none`) on held-out static-camera clips; and the model alone
 with the pixel decoder's deformable attention as `transformers` computes it and as
-`tca_core.head.level_by_level` does, side by side, clip by clip (docs/benchmarks.md, "Where the time
+`tca_core.head.summed_forward` does, side by side, clip by clip (docs/benchmarks.md, "Where the time
 goes").
 
     python -m benchmarks.time_split --videos 4 --out out/bench/time_split.json
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     segmenter = VideoSegmenter.from_pretrained(str(EMBEDDED_MODEL), task="both", short_side=224)
     segmenter.acceleration = AccelerationConfig(method="none")
     timer = PartTimer(segmenter.model)
-    runs = {"process": [], "transformers": [], "level_by_level": []}
+    runs = {"process": [], "transformers": [], "summed": []}
     warm = held_out_videos("static-camera", 1, CLIP_FRAMES)[0].frames()[0]
     _process(segmenter, timer, Clip("split/warm-up", 0, warm))  # first calls pay for allocations
     for video in tqdm(held_out_videos("static-camera", args.videos, 32), desc="timing the model's parts", unit="video"):
@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
             clip = Clip(f"split/{video.seed}", start, frames[start : start + CLIP_FRAMES])
             runs["process"].append(_process(segmenter, timer, clip))
             pixels = segmenter._preprocess(clip.frames)
-            for name in ("transformers", "level_by_level"):
-                runs[name].append(_forward(segmenter, timer, pixels, name == "level_by_level"))
+            for name in ("transformers", "summed"):
+                runs[name].append(_forward(segmenter, timer, pixels, name == "summed"))
     report = _report(runs, args.videos)
     write_report(args.out, report)
     return 0
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(runs: dict, videos: int) -> dict:
     """Per run kind, milliseconds per frame per part and each part's share; the speedups of the pixel
-    decoder and of the model alone with `level_by_level` (medians of the clips' ratios)."""
+    decoder and of the model alone with `summed_forward` (medians of the clips' ratios)."""
     report = dict(
         date=date.today().isoformat(), videos=videos, clip_frames=CLIP_FRAMES, threads=torch.get_num_threads()
     )
@@ -110,7 +110,7 @@ def _report(runs: dict, videos: int) -> dict:
             }
             for part in clips[0]
         }
-    pairs = list(zip(runs["transformers"], runs["level_by_level"]))
+    pairs = list(zip(runs["transformers"], runs["summed"]))
     report["pixel_decoder_speedup"] = statistics.median(a["pixel_decoder"] / b["pixel_decoder"] for a, b in pairs)
     report["model_alone_speedup"] = statistics.median(a["total"] / b["total"] for a, b in pairs)
     return report
