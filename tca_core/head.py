@@ -7,8 +7,9 @@ and every level's samples stacked into one tensor before they are weighted and s
 slow on a CPU (the softmax alone runs 15x slower over a last axis of 12 than over a leading one).
 `summed_forward` computes the same values in another layout: the levels' sizes folded into the
 offset projection's rows, the softmax over a leading axis, one bilinear sampling per level with
-the points along its rows, and the weighted sum accumulated point by point. On this project's 2-core CPU the pixel decoder runs
-2.1x as fast as with `transformers`' forward (docs/benchmarks.md, "Where the time goes").
+the points along its rows, and the weighted sum accumulated point by point. On this project's
+2-core CPU the pixel decoder runs 2.1x as fast as with `transformers`' forward (docs/benchmarks.md,
+"Where the time goes").
 `deformable_attention()` makes the Mask2Former modules use it while the segmenter's forward pass
 runs.
 """
