@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from collections import Counter
 from dataclasses import replace
 from datetime import date
@@ -25,13 +24,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from benchmarks.reuse_device import run_video  # clips of 8, as the bench runs them
 from benchmarks.reuse_flops import shipped_with_and_without_reuse
 from pipelines.sweep import SHORT_SIDE
 from tca_core.config import EMBEDDED_MODEL, AccelerationConfig
-from tca_core.segmenter import Clip, VideoSegmenter
+from tca_core.segmenter import VideoSegmenter
 from tca_core.synthetic import HELD_OUT_SETS, held_out_videos
 
-CLIP_FRAMES = 8  # as the bench runs its clips
 OTHER_THRESHOLD = 0.1  # the bench's other window-reuse threshold
 
 
@@ -44,18 +43,6 @@ def points() -> dict[str, AccelerationConfig]:
         f"tca +reuse {shipped.window_reuse}": shipped,
         f"tca +reuse {OTHER_THRESHOLD}": replace(shipped, window_reuse=OTHER_THRESHOLD),
     }
-
-
-def run_video(segmenter: VideoSegmenter, video, video_id: str) -> tuple[float, list]:
-    """One video through the segmenter in clips: seconds in `process` and each frame's stats."""
-    seconds, stats = 0.0, []
-    for start in range(0, len(video), CLIP_FRAMES):
-        begin = time.perf_counter()
-        results = segmenter.process([Clip(video_id, start, video[start : start + CLIP_FRAMES])])[0]
-        seconds += time.perf_counter() - begin
-        stats += [r.stats for r in results]
-    segmenter.drop(video_id)
-    return seconds, stats
 
 
 def summary(seconds: float, stats: list, alone_seconds: float, full_seconds: float) -> dict:

@@ -52,9 +52,9 @@ class WindowLayout:
         padded_h, padded_w = self.padded
         return (padded_h // self.window) * (padded_w // self.window)
 
-    def valid(self, device) -> torch.Tensor:
+    def valid(self, device, dtype=torch.float32) -> torch.Tensor:
         """(nW, M, 1): 1 at the windows' tokens of the map, 0 at their padding."""
-        ones = torch.ones(1, self.height * self.width, 1, device=device)
+        ones = torch.ones(1, self.height * self.width, 1, device=device, dtype=dtype)
         return self.partition(ones)[0]
 
     def reverse(self, windows: torch.Tensor) -> torch.Tensor:
@@ -269,7 +269,7 @@ def reusing_block(runner, hidden: torch.Tensor, key: str, plan: ReusePlan) -> to
     rows = torch.cat([torch.full((len(ids),), row, device=raw.device) for v in videos for row, ids in v.picked])
     ids = torch.cat([ids for video in videos for ids in video.ids])
     gathered = raw[rows, ids]
-    valid = layout.valid(raw.device)[ids] if layout.has_padding else None
+    valid = layout.valid(raw.device, raw.dtype)[ids] if layout.has_padding else None
     normed = runner.normed(gathered) if valid is None else runner.normed(gathered) * valid  # Swin pads after the norm
     computed = runner.windows(gathered, normed, ids, valid)
     out, start = torch.empty_like(raw), 0

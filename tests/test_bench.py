@@ -119,3 +119,21 @@ def test_reusing_points_are_counted_on_the_sweeps_own_frames_over_one_refresh_pe
             assert len(video) == AccelerationConfig().refresh < data.num_frames
             whole = SyntheticVideo(seed, data.num_frames, camera=HELD_OUT_SETS[name]).frames()[0]
             assert np.array_equal(video, whole[: len(video)])
+
+
+def test_the_device_reuse_benchmark_runs_from_saved_frames_in_half_precision(tmp_path):
+    from benchmarks import reuse_device
+
+    frames = tmp_path / "held_out.npz"
+    reuse_device.main(["--save", str(frames), "--videos", "1", "--frame-count", "8"])
+    with np.load(frames) as saved:
+        assert sorted(saved.files) == ["moving-camera.0", "static-camera.0"]
+        assert saved["static-camera.0"].shape[0] == 8 and saved["static-camera.0"].dtype == np.uint8
+    out = tmp_path / "reuse_device.json"
+    args = ["--frames", str(frames), "--models", "embedded", "--rounds", "1", "--device", "cpu", "--dtype", "float16"]
+    report = reuse_device.main([*args, "--out", str(out)])
+    assert json.loads(out.read_text()) == report and report["dtype"] == "float16"
+    for points in report["models"]["embedded"].values():
+        assert points["none"]["model_vs_none"] == 1.0 and points["none"]["windows_computed"] is None
+        assert all(p["model_seconds"] > 0 and p["backbone_seconds"] > 0 for p in points.values())
+        assert 0 < points["tca +reuse 0.25"]["windows_computed"] <= 1.0

@@ -194,6 +194,20 @@ def test_on_a_map_padded_to_whole_windows_gathered_windows_match_the_model_and_t
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-3)
 
 
+def test_gathered_windows_on_a_padded_map_run_in_half_precision_and_stay_close_to_float(reuse_model):
+    still = smooth_video(1, *PADDED)[0]
+    changed = still.copy()
+    changed[30:42, 200:212] = 255 - changed[30:42, 200:212]  # inside the last, padded, column
+    clip = np.stack([still, changed])
+    settings = AccelerationConfig(window_reuse=1e-6, pixel_change=0.01)
+    half = VideoSegmenter(copy.deepcopy(reuse_model).half(), settings, task="both", score_threshold=0.0)
+    assert half.dtype == torch.float16
+    results = half.process([Clip("v", 0, clip)])[0]  # float32 padding weights once met float16 windows here
+    assert 0.0 < results[1].stats.windows_computed < 1.0
+    full = segmenter(reuse_model, window_reuse=1e-6, pixel_change=0.01).process([Clip("v", 0, clip)])[0]
+    assert (results[1].label_map == full[1].label_map).mean() > 0.99
+
+
 def _features(seg, frame, frame_index):
     """The backbone's feature maps of one frame, as the segmenter runs it for that video frame."""
     from tca_core.swin import FrameStream
