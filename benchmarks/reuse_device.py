@@ -33,6 +33,8 @@ from tca_core.config import EMBEDDED_MODEL, AccelerationConfig
 from tca_core.model import build_model, swin_mask2former_config, tuned_acceleration
 from tca_core.segmenter import Clip, VideoSegmenter
 
+from .gpu_check import Timer  # CUDA-synchronised backbone seconds
+
 SETS = ("static-camera", "moving-camera")
 CLIP_FRAMES = 8
 SHORT_SIDE = 224  # the bench's (pipelines.sweep.SHORT_SIDE; not imported: pipelines needs PyAV)
@@ -77,24 +79,6 @@ def segmenter(model: str, args) -> VideoSegmenter:
     return VideoSegmenter(network, task="semantic", short_side=args.large_side)
 
 
-class BackboneTimer:
-    """Seconds in the backbone's forward passes, synchronised on CUDA (hooks)."""
-
-    def __init__(self, backbone: torch.nn.Module, device: torch.device):
-        self.device, self.seconds, self._begin = device, 0.0, 0.0
-        backbone.register_forward_pre_hook(lambda *_: self._mark(start=True))
-        backbone.register_forward_hook(lambda *_: self._mark(start=False))
-
-    def _mark(self, start: bool):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        now = time.perf_counter()
-        if start:
-            self._begin = now
-        else:
-            self.seconds += now - self._begin
-
-
 def run_video(seg: VideoSegmenter, frames: np.ndarray, video_id: str) -> tuple[float, list]:
     """One video in clips: seconds in `process` (its results are on the host: synchronised) and stats."""
     seconds, stats = 0.0, []
@@ -111,7 +95,7 @@ def measure(model: str, videos: dict[str, np.ndarray], args) -> dict:
     """Per set and point: model and backbone seconds over the timed rounds, ratios to `none` and to
     `tca`, and the share of windows computed."""
     seg, named = segmenter(model, args), points(model)
-    timer = BackboneTimer(seg.backbone, seg.device)
+    timer = Timer(seg.backbone, seg.device)
     totals = {(s, n): [0.0, 0.0] for s in SETS for n in named}
     windows = {key: [] for key in totals}
     for round_index in range(args.rounds + 1):  # round 0 warms up
@@ -119,11 +103,11 @@ def measure(model: str, videos: dict[str, np.ndarray], args) -> dict:
             set_name = name_key.split(".")[0]
             for name, config in named.items():
                 seg.acceleration = config
-                before = timer.seconds
+                before = timer.backbone_seconds
                 seconds, stats = run_video(seg, frames, f"{model}-{name_key}-{name}-{round_index}")
                 if round_index:
                     totals[set_name, name][0] += seconds
-                    totals[set_name, name][1] += timer.seconds - before
+                    totals[set_name, name][1] += timer.backbone_seconds - before
                 if round_index == 1:
                     windows[set_name, name] += [
                         s.windows_computed for s in stats if s and s.windows_computed is not None
