@@ -69,10 +69,8 @@ def _float_resize(segmenter: VideoSegmenter, frames: np.ndarray) -> torch.Tensor
 
 
 def _ours(class_logits, mask_logits, size):
-    logits = postprocess_logits(mask_logits)
-    probabilities = logits.sigmoid()
-    labels = semantic_label_map(class_logits, logits, size, probabilities)
-    scored = instance_scores(class_logits, logits, probabilities, least=THRESHOLD)
+    labels = semantic_label_map(class_logits, mask_logits, size)
+    scored = instance_scores(class_logits, mask_logits, least=THRESHOLD)
     kept = torch.nonzero((scored.scores >= THRESHOLD) & (scored.area > 0)).flatten()
     return labels, resized_masks(scored.binary[scored.rows[kept]], size)
 
@@ -85,9 +83,11 @@ def _plain(class_logits, mask_logits, size):
     class_probs = class_logits.softmax(-1)[:, :-1]
     scores = (class_probs.T @ probabilities.flatten(1)).view(-1, *probabilities.shape[1:])
     labels = F.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0].max(0).indices
-    scored = instance_scores(class_logits, logits, probabilities)
-    kept = torch.nonzero((scored.scores >= THRESHOLD) & (scored.area > 0)).flatten()
-    masks = F.interpolate(scored.binary[kept][None], size=size, mode="nearest")[0].bool()
+    binary = (logits > 0).float()
+    area = binary.flatten(1).sum(1)
+    mean_inside = (probabilities * binary).flatten(1).sum(1) / (area + 1e-6)
+    kept = torch.nonzero((class_probs.max(-1).values * mean_inside >= THRESHOLD) & (area > 0)).flatten()
+    masks = F.interpolate(binary[kept][None], size=size, mode="nearest")[0].bool()
     return labels.to(torch.int32).numpy(), masks.numpy()
 
 

@@ -18,7 +18,7 @@ from .config import TASKS, AccelerationConfig
 from .head import deformable_attention
 from .memory import MemoryBank, VideoMemory
 from .model import IMAGENET_MEAN, IMAGENET_STD, ImageProcessing, accelerate, image_processing, load_model
-from .postprocess import Scored, instance_scores, postprocess_logits, resized_masks, semantic_label_map
+from .postprocess import Scored, instance_scores, resized_masks, semantic_label_map
 from .reuse import frames_to_compute, patch_means
 from .swin import FrameStats, FrameStream
 from .tracking import track_frame
@@ -352,15 +352,13 @@ class VideoSegmenter:
 
     def _postprocess(self, result: FrameResult, memory: VideoMemory, outputs: dict[str, torch.Tensor]):
         """A frame's label map and instances (as the task says) from its model outputs."""
-        class_logits = outputs["class"].float()
-        logits = postprocess_logits(outputs["masks"].float())  # once, for both tasks
-        probabilities = logits.sigmoid() if self.task != "instance" else None  # once, for both tasks
+        class_logits, masks = outputs["class"].float(), outputs["masks"].float()
         size = (result.height, result.width)
         if self.task in ("semantic", "both"):
-            result.label_map = semantic_label_map(class_logits, logits, size, probabilities)
+            result.label_map = semantic_label_map(class_logits, masks, size)
         if self.task in ("instance", "both"):
             # A query's score is at most its class probability: below the threshold, its mask is not scored.
-            scored = instance_scores(class_logits, logits, probabilities, least=self.score_threshold)
+            scored = instance_scores(class_logits, masks, least=self.score_threshold)
             result.instances = self._instances(memory, scored, outputs["embeddings"], size)
 
     def _resized(self, frames: np.ndarray) -> torch.Tensor:

@@ -37,7 +37,7 @@ from .model import (
     preprocessor_config,
     swin_mask2former_config,
 )
-from .postprocess import postprocess_logits, semantic_label_map
+from .postprocess import semantic_label_map
 from .synthetic import CATEGORIES, HELD_OUT_SEED, HELD_OUT_SETS, SyntheticVideo, held_out_videos, semantic_map
 
 FRAME_SIZE = (224, 336)  # stage 3 is 14x21 tokens: whole 7x7 windows
@@ -191,7 +191,7 @@ def probe_accuracy(model, device, videos: int = PROBE_VIDEOS, frames: int = PROB
             images, objects = video.frames()
             out = model(pixel_values=normalize(images, device))
             for classes, masks, frame_objects in zip(out.class_queries_logits, out.masks_queries_logits, objects):
-                label_map = semantic_label_map(classes.float(), postprocess_logits(masks.float()), FRAME_SIZE)
+                label_map = semantic_label_map(classes.float(), masks.float(), FRAME_SIZE)
                 confusion.update(label_map, semantic_map(frame_objects, *FRAME_SIZE))
         scores[set_name] = confusion.miou()
     model.train(was_training)
