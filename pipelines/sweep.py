@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from tca_core.allocator import reuse_freed_memory
 from tca_core.config import EMBEDDED_MODEL, TUNED_SETTINGS, AccelerationConfig, write_acceleration_file
 from tca_core.evaluation import ConfusionMatrix, Scoreboard, paired_difference
 from tca_core.flops import flops_by_module
@@ -835,6 +836,7 @@ def run(quick: bool, out: Path, model: str = str(EMBEDDED_MODEL)) -> dict:
     quick: a few points on little data (`operating_points`, `SweepData.for_run`).
     out: the directory written.
     model: a checkpoint directory or hub id."""
+    allocator = "INFERENCE_ENV" if reuse_freed_memory() else "C library defaults"  # timed as the job's actors run
     data = SweepData.for_run(quick)
     segmenter = VideoSegmenter.from_pretrained(model, task="both", short_side=SHORT_SIDE)
     rows, boards = sweep(segmenter, operating_points(quick, *stage_shape(segmenter)), data)
@@ -842,6 +844,7 @@ def run(quick: bool, out: Path, model: str = str(EMBEDDED_MODEL)) -> dict:
     report = dict(
         date=date.today().isoformat(),
         machine=machine_description(),
+        allocator=allocator,
         model=model,
         generated_videos=dict(sets=data.sets, cameras=HELD_OUT_SETS, frames=data.num_frames),
         real_videos=dict(names=data.real_names, frames=data.real_frames, short_side=SHORT_SIDE),
