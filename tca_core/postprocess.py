@@ -186,12 +186,8 @@ def _sure_cells(class_probs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     low, high = torch.minimum(masks, _shifted(masks, 1)), torch.maximum(masks, _shifted(masks, 1))
     low, high = torch.minimum(low, _shifted(low, 2)), torch.maximum(high, _shifted(high, 2))
     lowest = class_probs.T @ low.sigmoid().flatten(1)  # (K, h * w)
-    first, best = lowest.max(0)
-    if len(lowest) > 1:
-        highest = class_probs.T @ high.sigmoid().flatten(1)
-        rival = highest.scatter(0, best[None], float("-inf")).max(0).values
-        best = torch.where(first - rival > SURE_MARGIN, best, -1)
-    return best.to(torch.int16).view(masks.shape[1:])
+    highest = class_probs.T @ high.sigmoid().flatten(1) if len(lowest) > 1 else lowest
+    return _sure_labels(lowest, highest).view(masks.shape[1:])
 
 
 def _agreeing(labels: torch.Tensor) -> torch.Tensor:
@@ -201,18 +197,20 @@ def _agreeing(labels: torch.Tensor) -> torch.Tensor:
     return torch.where(cell == _shifted(cell, 1), cell, -1)
 
 
-def _sure_labels(scores: torch.Tensor) -> torch.Tensor:
-    """Per column of (K, N) class scores, the best class where it is ahead by SURE_MARGIN, else -1."""
-    first, best = scores.max(0)
-    if len(scores) > 1:
-        second = scores.scatter(0, best[None], float("-inf")).max(0).values
-        best = torch.where(first - second > SURE_MARGIN, best, -1)
+def _sure_labels(least: torch.Tensor, greatest: torch.Tensor) -> torch.Tensor:
+    """Per column of (K, N) class scores known to lie between `least` and `greatest` (the same tensor
+    for exact scores): int16, the class best by `least` where that beats every other class's
+    `greatest` by more than SURE_MARGIN, else -1."""
+    first, best = least.max(0)
+    if len(least) > 1:
+        rival = greatest.scatter(0, best[None], float("-inf")).max(0).values
+        best = torch.where(first - rival > SURE_MARGIN, best, -1)
     return best.to(torch.int16)
 
 
 class _Scores(NamedTuple):
     """Class scores at POSTPROCESS_SIZE where they are needed: `dense` (K, 384, 384), computed (as
-    `transformers` computes them) in the cells chosen and zero elsewhere; `labels` (384, 384) int16,
+    `transformers` computes them) at the pixels chosen and zero elsewhere; `labels` (384, 384) int16,
     the sure label per pixel (-1 where no class is sure)."""
 
     dense: torch.Tensor
@@ -232,7 +230,7 @@ class _Scores(NamedTuple):
             values = _scores_at(class_probs, masks, grid, pixels)
             dense.view(len(dense), -1)[:, pixels] = values
             flat = labels.view(-1)
-            flat[pixels] = torch.where(flat[pixels] < 0, _sure_labels(values), flat[pixels])
+            flat[pixels] = torch.where(flat[pixels] < 0, _sure_labels(values, values), flat[pixels])
         return _Scores(dense, labels)
 
 
