@@ -25,6 +25,7 @@ from .config import AccelerationConfig
 from .memory import ClusterMemory, ReuseCache
 
 _MASKED = -100.0  # the value Swin itself adds to attention logits between disallowed pairs
+KEPT_MAX = 64  # attention masks and biases kept per backbone: 1 bias per block, about 8 masks per frame size
 
 
 @dataclass
@@ -70,6 +71,7 @@ class AcceleratedSwinBackbone(nn.Module):
         self.streams: list[FrameStream] | None = None
         self.last_stats: list[FrameStats] = []
         self._plan: reuse.ReusePlan | None = None
+        self._made: dict[tuple, torch.Tensor] = {}  # attention masks and biases, by what they depend on
 
     @property
     def acceleration(self) -> AccelerationConfig:
@@ -146,7 +148,12 @@ class AcceleratedSwinBackbone(nn.Module):
                 made = torch.zeros((), dtype=hidden.dtype, device=hidden.device).expand(count, w * w, w * w)
             return made
 
-        runner = BlockRunner(block, layout, mask, lambda: self._bias(block, w, hidden.dtype))
+        runner = BlockRunner(
+            block,
+            layout,
+            lambda: self._kept(("mask", layout, hidden.dtype, hidden.device), mask),
+            lambda: self._bias(block, w, hidden.dtype),
+        )
         runner.whole = lambda x: block(x, dims, always_partition=True)[0]
         return reuse.reusing_block(runner, hidden, key, self._plan)
 
@@ -184,10 +191,11 @@ class AcceleratedSwinBackbone(nn.Module):
         clustered = window_reverse(centers.to(hidden.dtype).reshape(-1, g, g, channels), g, grid_h, grid_w)
         center_valid = window_reverse(geometry.center_valid.reshape(-1, g, g, 1), g, grid_h, grid_w)[0, ..., 0]
         clustered = clustered.reshape(batch, grid_h * grid_w, channels)
+        masks = {shift: _window_mask(center_valid, g, shift, hidden.dtype) for shift in {0, g // 2}}  # (nW, M, M)
         for number, block in enumerate(stage.blocks[cfg.alpha :], start=cfg.alpha):
             shifted = number % 2 == 1  # Swin shifts every second block
             key = f"{index + 1}.{number}c"
-            clustered = self._reusing_clustered_block(block, clustered, (grid_h, grid_w), center_valid, shifted, key)
+            clustered = self._reusing_clustered_block(block, clustered, (grid_h, grid_w), masks, shifted, key)
 
         out_centers = window_partition(clustered.view(batch, grid_h, grid_w, channels), g)
         out_centers = out_centers.view(batch, -1, g * g, channels)
@@ -252,19 +260,19 @@ class AcceleratedSwinBackbone(nn.Module):
         memory.update(frame[0], affinity[0], frame_index, signature)
         return center, affinity, FrameStats(reason, reassigned, 0.0)
 
-    def _reusing_clustered_block(self, block, hidden, dims, center_valid, shifted: bool, key: str):
+    def _reusing_clustered_block(self, block, hidden, dims, masks: dict, shifted: bool, key: str):
         """`_clustered_block`, with window reuse on the clustered grid when a plan is on."""
         if self._plan is None:
-            return self._clustered_block(block, hidden, dims, center_valid, shifted)
+            return self._clustered_block(block, hidden, dims, masks, shifted)
         g = self.acceleration.grid
         layout = reuse.WindowLayout(*dims, g, g // 2 if shifted else 0)
-        mask = lambda: _window_mask(center_valid, g, layout.shift, hidden.dtype)  # noqa: E731
-        runner = BlockRunner(block, layout, mask, lambda: self._bias(block, g, hidden.dtype))
-        runner.whole = lambda x: self._clustered_block(block, x, dims, center_valid, shifted)
+        runner = BlockRunner(block, layout, lambda: masks[layout.shift], lambda: self._bias(block, g, hidden.dtype))
+        runner.whole = lambda x: self._clustered_block(block, x, dims, masks, shifted)
         return reuse.reusing_block(runner, hidden, key, self._plan)
 
-    def _clustered_block(self, block, hidden, dims, center_valid, shifted: bool) -> torch.Tensor:
-        """One Swin block on the clustered grid: window h', shift h'//2, resized position bias."""
+    def _clustered_block(self, block, hidden, dims, masks: dict, shifted: bool) -> torch.Tensor:
+        """One Swin block on the clustered grid: window h', shift h'//2, resized position bias;
+        `masks`: the grid's attention masks (nW, M, M) by shift."""
         g = self.acceleration.grid
         shift = g // 2 if shifted else 0
         batch, _, channels = hidden.shape
@@ -275,18 +283,35 @@ class AcceleratedSwinBackbone(nn.Module):
         if shift:
             x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
         windows = window_partition(x, g).view(batch, -1, g * g, channels)
-        mask = _window_mask(center_valid, g, shift, x.dtype)  # (nW, M, M)
-        attended = _window_attention(block.attention, windows, mask, self._bias(block, g, x.dtype))
+        attended = _window_attention(block.attention, windows, masks[shift], self._bias(block, g, x.dtype))
         x = window_reverse(attended.reshape(-1, g, g, channels), g, height, width)
         if shift:
             x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
         hidden = shortcut + block.drop_path(block.dropout(x.reshape(batch, height * width, channels)))
         return hidden + block.dropout(block.mlp(block.layernorm_after(hidden)))
 
+    def _kept(self, key: tuple, make) -> torch.Tensor:
+        """`make()`, made once per `key` (what it depends on) and then kept: the blocks' attention masks
+        and position biases are the same on every call at one size. Kept only where no gradient is
+        recorded (inference), so that a bias made then never stands in for one to differentiate."""
+        if torch.is_grad_enabled():
+            return make()
+        made = self._made.get(key)
+        if made is None:
+            if len(self._made) >= KEPT_MAX:  # sizes come and go over a long run: start again
+                self._made.clear()
+            made = self._made[key] = make()
+        return made
+
     def _bias(self, block, g: int, dtype) -> torch.Tensor:
-        """(heads, g*g, g*g) relative position bias for window g, bilinearly resized from the w table."""
-        w = self.window
+        """(heads, g*g, g*g) relative position bias for window g, bilinearly resized from the w table;
+        kept per block, window and dtype while the table is unchanged (its storage and version)."""
         table = block.attention.relative_position_bias.relative_position_bias_table  # ((2w-1)^2, heads)
+        key = ("bias", id(block), g, dtype, table.data_ptr(), table._version)
+        return self._kept(key, lambda: self._made_bias(table, g, dtype))
+
+    def _made_bias(self, table: torch.Tensor, g: int, dtype) -> torch.Tensor:
+        w = self.window
         heads = table.shape[-1]
         table = table.T.reshape(1, heads, 2 * w - 1, 2 * w - 1)
         if g != w:

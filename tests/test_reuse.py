@@ -380,3 +380,22 @@ def test_the_job_reports_the_windows_and_frames_reused_in_its_frames_table_summa
     computed = [row["windows_computed"] for row in frames if not row["frame_reused"]]
     assert manifest["windows_computed"] == pytest.approx(np.mean([r["windows_computed"] for r in frames]))
     assert computed[0] == 1.0
+
+
+def test_kept_attention_biases_are_made_once_and_follow_a_change_of_the_blocks_weights(reuse_model):
+    seg = segmenter(reuse_model, window_reuse=0.1, **TCA)
+    seg.process([Clip("v", 0, moving_square(4))])  # gathers windows: the biases and masks are kept
+    backbone, grid = seg.backbone, TCA["grid"]
+    block = backbone.backbone.swin.encoder.layers[2].blocks[1]
+    table = block.attention.relative_position_bias.relative_position_bias_table
+    with torch.inference_mode():
+        kept = backbone._bias(block, grid, torch.float32)
+        assert backbone._bias(block, grid, torch.float32) is kept
+    with torch.no_grad():
+        table.add_(0.5)  # as loading other weights into the model in place does
+    with torch.inference_mode():
+        changed = backbone._bias(block, grid, torch.float32)
+    assert not torch.equal(changed, kept)
+    assert torch.equal(changed, backbone._made_bias(table, grid, torch.float32))
+    # where gradients are recorded, the bias is made afresh and follows its table
+    assert backbone._bias(block, grid, torch.float32).requires_grad
