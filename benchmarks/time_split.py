@@ -25,12 +25,13 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.report import write_report
+from benchmarks.reuse_device import CLIP_FRAMES, run_video  # clips of 8, as the bench runs them
 from benchmarks.reuse_flops import shipped_with_and_without_reuse
 from pipelines.sweep import CostVideos, cost_columns
 from tca_core.allocator import reuse_freed_memory
 from tca_core.config import EMBEDDED_MODEL, AccelerationConfig
 from tca_core.head import deformable_attention
-from tca_core.segmenter import Clip, VideoSegmenter
+from tca_core.segmenter import VideoSegmenter
 from tca_core.synthetic import held_out_videos
 
 PARTS = {  # part name -> the module timed, under Mask2FormerForUniversalSegmentation
@@ -38,7 +39,6 @@ PARTS = {  # part name -> the module timed, under Mask2FormerForUniversalSegment
     "pixel_decoder": "model.pixel_level_module.decoder",
     "transformer_decoder": "model.transformer_module",
 }
-CLIP_FRAMES = 8
 
 
 class PartTimer:
@@ -59,16 +59,11 @@ class PartTimer:
 
 
 def _process(segmenter: VideoSegmenter, timer: PartTimer, frames, video_id: str) -> dict:
-    """One video through the segmenter in clips of CLIP_FRAMES, continuing its memory from clip to
-    clip as the job does: seconds per part, the rest being the calls' remainder; then it is dropped."""
+    """One video through the segmenter as the job runs it (`reuse_device.run_video`: clips of 8, its
+    memory continued from clip to clip, then dropped): seconds per part, the rest being the calls'
+    remainder."""
     timer.reset()
-    total = 0.0
-    for start in range(0, len(frames), CLIP_FRAMES):
-        clip = Clip(video_id, start, frames[start : start + CLIP_FRAMES])
-        begin = time.perf_counter()
-        segmenter.process([clip])
-        total += time.perf_counter() - begin
-    segmenter.drop(video_id)
+    total, _ = run_video(segmenter, frames, video_id)
     return dict(timer.seconds, total=total, rest=total - sum(timer.seconds.values()), frames=len(frames))
 
 
@@ -85,7 +80,7 @@ def _forward(segmenter: VideoSegmenter, timer: PartTimer, pixels: torch.Tensor, 
     begin = time.perf_counter()
     with deformable_attention() if ours else contextlib.nullcontext():
         segmenter.model(pixel_values=pixels)
-    return dict(timer.seconds, total=time.perf_counter() - begin)
+    return dict(timer.seconds, total=time.perf_counter() - begin, frames=len(pixels))
 
 
 def _timed(segmenter: VideoSegmenter, timer: PartTimer, named: dict, videos: list) -> dict[str, list[dict]]:
@@ -150,7 +145,7 @@ def _report(runs: dict, videos: int, gflops: dict[str, float]) -> dict:
     )
     for name, clips in runs.items():
         total = sum(c["total"] for c in clips)
-        frames = sum(c.get("frames", CLIP_FRAMES) for c in clips)
+        frames = sum(c["frames"] for c in clips)
         report[name] = {
             part: {
                 "ms_per_frame": 1000 * sum(c[part] for c in clips) / frames,
